@@ -1,0 +1,486 @@
+//! Commands the proxy answers itself: connection handling (HELLO, AUTH,
+//! CLIENT, SELECT, RESET, QUIT), introspection (COMMAND, INFO) and the few
+//! that need no key (PING, ECHO, TIME).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use shardis_resp::{Frame, Protocol, Request};
+
+use crate::commands::{self, Command, KeySpec, Local, Route};
+use crate::session::{Plan, Session};
+
+fn bulk(s: impl Into<Bytes>) -> Frame {
+    Frame::Bulk(s.into())
+}
+fn simple(s: &'static str) -> Frame {
+    Frame::Simple(Bytes::from_static(s.as_bytes()))
+}
+fn status(s: &'static str) -> Frame {
+    simple(s)
+}
+
+/// Redis's rule for client names and library info: printable, no spaces.
+fn valid_client_text(v: &[u8]) -> bool {
+    v.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+impl Session {
+    fn reply(&self, plan: &mut Plan, cmd: &Command, frame: Frame) {
+        let mut out = BytesMut::new();
+        frame.encode(self.proto, &mut out);
+        plan.local(cmd.index, out.freeze());
+    }
+
+    pub(crate) fn local(&mut self, local: Local, cmd: &Command, req: &Request, plan: &mut Plan) {
+        let args = &req.args;
+        let arg = |i: usize| args.get(i).map(|a| a.as_ref()).unwrap_or_default();
+        let upper = |i: usize| arg(i).to_ascii_uppercase();
+        match local {
+            Local::Ping => match args.len() {
+                1 => plan.local(cmd.index, Bytes::from_static(b"+PONG\r\n")),
+                2 => self.reply(plan, cmd, bulk(Bytes::copy_from_slice(arg(1)))),
+                _ => plan.error(cmd.index, &commands::arity_error("ping")),
+            },
+            Local::Echo => self.reply(plan, cmd, bulk(Bytes::copy_from_slice(arg(1)))),
+            Local::Quit => plan.close(cmd.index, Bytes::from_static(b"+OK\r\n")),
+            Local::Reset => {
+                self.proto = Protocol::Resp2;
+                self.name = None;
+                self.authed = self.shared.config.password.is_none();
+                plan.local(cmd.index, Bytes::from_static(b"+RESET\r\n"));
+            }
+            Local::Select => match std::str::from_utf8(arg(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
+                Some(0) => plan.local(cmd.index, Bytes::from_static(b"+OK\r\n")),
+                Some(_) => plan.error(
+                    cmd.index,
+                    "ERR DB index is out of range: shardis-proxy serves database 0 only",
+                ),
+                None => plan.error(cmd.index, "ERR value is not an integer or out of range"),
+            },
+            Local::Auth => {
+                let (user, pass) = match args.len() {
+                    2 => (None, arg(1)),
+                    3 => (Some(arg(1)), arg(2)),
+                    _ => {
+                        plan.error(cmd.index, "ERR syntax error");
+                        return;
+                    }
+                };
+                match self.check_auth(user, pass) {
+                    Ok(()) => plan.local(cmd.index, Bytes::from_static(b"+OK\r\n")),
+                    Err(e) => plan.error(cmd.index, e),
+                }
+            }
+            Local::Hello => self.hello(cmd, req, plan),
+            Local::Client => self.client(cmd, req, plan),
+            Local::Command => self.command(cmd, req, plan),
+            Local::Info => {
+                let text = self.info_text(args.iter().skip(1).map(|a| a.as_ref()));
+                let frame = match self.proto {
+                    Protocol::Resp3 => Frame::Verbatim {
+                        format: Bytes::from_static(b"txt"),
+                        text: text.into(),
+                    },
+                    Protocol::Resp2 => bulk(text),
+                };
+                self.reply(plan, cmd, frame);
+            }
+            Local::Time => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.reply(
+                    plan,
+                    cmd,
+                    Frame::Array(vec![
+                        bulk(now.as_secs().to_string()),
+                        bulk(now.subsec_micros().to_string()),
+                    ]),
+                );
+            }
+            Local::Slowlog => match upper(1).as_slice() {
+                b"GET" => {
+                    let count = std::str::from_utf8(arg(2))
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .unwrap_or(10);
+                    let frame = self.shared.slowlog.frame(count);
+                    self.reply(plan, cmd, frame);
+                }
+                b"LEN" => self.reply(plan, cmd, Frame::Integer(self.shared.slowlog.len() as i64)),
+                b"RESET" => {
+                    self.shared.slowlog.reset();
+                    plan.local(cmd.index, Bytes::from_static(b"+OK\r\n"));
+                }
+                _ => plan.error(
+                    cmd.index,
+                    &format!(
+                        "ERR unknown subcommand '{}'. Try SLOWLOG HELP.",
+                        String::from_utf8_lossy(arg(1))
+                    ),
+                ),
+            },
+        }
+    }
+
+    fn check_auth(&mut self, user: Option<&[u8]>, pass: &[u8]) -> Result<(), &'static str> {
+        match &self.shared.config.password {
+            None => {
+                if user.is_none() {
+                    return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+                }
+                if user != Some(b"default".as_slice()) {
+                    return Err("WRONGPASS invalid username-password pair or user is disabled.");
+                }
+                self.authed = true;
+                Ok(())
+            }
+            Some(pw) => {
+                let user_ok = user.is_none_or(|u| u == b"default");
+                if user_ok && constant_time_eq(pw.as_bytes(), pass) {
+                    self.authed = true;
+                    Ok(())
+                } else {
+                    Err("WRONGPASS invalid username-password pair or user is disabled.")
+                }
+            }
+        }
+    }
+
+    fn hello(&mut self, cmd: &Command, req: &Request, plan: &mut Plan) {
+        let args = &req.args;
+        let mut proto = self.proto;
+        let mut i = 1;
+        if let Some(v) = args.get(1) {
+            match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+                Some(2) => proto = Protocol::Resp2,
+                Some(3) => proto = Protocol::Resp3,
+                Some(_) => {
+                    plan.error(cmd.index, "NOPROTO unsupported protocol version");
+                    return;
+                }
+                None => {
+                    plan.error(cmd.index, "ERR Protocol version is not an integer or out of range");
+                    return;
+                }
+            }
+            i = 2;
+        }
+        let mut auth: Option<(&[u8], &[u8])> = None;
+        let mut setname: Option<&Bytes> = None;
+        while let Some(opt) = args.get(i) {
+            let rest = args.len() - i - 1;
+            if opt.eq_ignore_ascii_case(b"AUTH") && rest >= 2 {
+                if let (Some(u), Some(p)) = (args.get(i + 1), args.get(i + 2)) {
+                    auth = Some((u, p));
+                }
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && rest >= 1 {
+                setname = args.get(i + 1);
+                i += 2;
+            } else {
+                plan.error(
+                    cmd.index,
+                    &format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(opt)),
+                );
+                return;
+            }
+        }
+        if let Some((u, p)) = auth {
+            if let Err(e) = self.check_auth(Some(u), p) {
+                plan.error(cmd.index, e);
+                return;
+            }
+        }
+        if !self.authed {
+            plan.error(cmd.index, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+            return;
+        }
+        if let Some(name) = setname {
+            if !valid_client_text(name) {
+                plan.error(cmd.index, "ERR Client names cannot contain spaces, newlines or special characters.");
+                return;
+            }
+            self.name = (!name.is_empty()).then(|| name.clone());
+        }
+        self.proto = proto;
+        let version = self.shared.router.facts.version();
+        let frame = Frame::Map(vec![
+            (bulk("server"), bulk("redis")),
+            (bulk("version"), bulk(version)),
+            (
+                bulk("proto"),
+                Frame::Integer(if proto == Protocol::Resp3 { 3 } else { 2 }),
+            ),
+            (bulk("id"), Frame::Integer(self.id as i64)),
+            (bulk("mode"), bulk("standalone")),
+            (bulk("role"), bulk("master")),
+            (bulk("modules"), Frame::Array(Vec::new())),
+        ]);
+        self.reply(plan, cmd, frame);
+    }
+
+    fn client(&mut self, cmd: &Command, req: &Request, plan: &mut Plan) {
+        let args = &req.args;
+        let arg = |i: usize| args.get(i).map(|a| a.as_ref()).unwrap_or_default();
+        let sub = arg(1).to_ascii_uppercase();
+        let wrong_args = |plan: &mut Plan| {
+            plan.error(
+                cmd.index,
+                &format!(
+                    "ERR wrong number of arguments for 'client|{}' command",
+                    String::from_utf8_lossy(&sub).to_ascii_lowercase()
+                ),
+            )
+        };
+        match sub.as_slice() {
+            b"ID" => self.reply(plan, cmd, Frame::Integer(self.id as i64)),
+            b"GETNAME" => {
+                let f = match &self.name {
+                    Some(n) => bulk(n.clone()),
+                    None => Frame::Null,
+                };
+                self.reply(plan, cmd, f);
+            }
+            b"SETNAME" => {
+                if args.len() != 3 {
+                    return wrong_args(plan);
+                }
+                let name = args.get(2).cloned().unwrap_or_default();
+                if !valid_client_text(&name) {
+                    return plan.error(
+                        cmd.index,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                self.name = (!name.is_empty()).then_some(name);
+                plan.local(cmd.index, Bytes::from_static(b"+OK\r\n"));
+            }
+            b"SETINFO" => {
+                if args.len() != 4 {
+                    return wrong_args(plan);
+                }
+                let value = args.get(3).cloned().unwrap_or_default();
+                if !valid_client_text(&value) {
+                    return plan.error(
+                        cmd.index,
+                        &format!(
+                            "ERR {} cannot contain spaces, newlines or special characters.",
+                            String::from_utf8_lossy(arg(2)).to_ascii_lowercase()
+                        ),
+                    );
+                }
+                match arg(2).to_ascii_uppercase().as_slice() {
+                    b"LIB-NAME" => self.lib_name = Some(value),
+                    b"LIB-VER" => self.lib_ver = Some(value),
+                    _ => {
+                        return plan.error(
+                            cmd.index,
+                            &format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(arg(2))),
+                        )
+                    }
+                }
+                plan.local(cmd.index, Bytes::from_static(b"+OK\r\n"));
+            }
+            b"INFO" => {
+                let line = self.client_line();
+                let frame = match self.proto {
+                    Protocol::Resp3 => Frame::Verbatim {
+                        format: Bytes::from_static(b"txt"),
+                        text: line.into(),
+                    },
+                    Protocol::Resp2 => bulk(line),
+                };
+                self.reply(plan, cmd, frame);
+            }
+            b"HELP" => self.reply(
+                plan,
+                cmd,
+                Frame::Array(
+                    [
+                        "CLIENT <subcommand> [<arg> ...]. Subcommands served by shardis-proxy:",
+                        "ID", "GETNAME", "SETNAME <name>", "SETINFO LIB-NAME|LIB-VER <value>", "INFO",
+                    ]
+                    .iter()
+                    .map(|s| Frame::Simple(Bytes::from_static(s.as_bytes())))
+                    .collect(),
+                ),
+            ),
+            _ => plan.error(
+                cmd.index,
+                &format!(
+                    "ERR CLIENT {} is not supported by shardis-proxy: backend connections are shared by many clients",
+                    String::from_utf8_lossy(&sub)
+                ),
+            ),
+        }
+    }
+
+    fn client_line(&self) -> String {
+        let name = |b: &Option<Bytes>| b.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 resp={} lib-name={} lib-ver={}\n",
+            self.id,
+            self.peer,
+            self.shared.config.listen,
+            name(&self.name),
+            self.created.elapsed().as_secs(),
+            if self.proto == Protocol::Resp3 { 3 } else { 2 },
+            name(&self.lib_name),
+            name(&self.lib_ver),
+        )
+    }
+
+    fn command(&mut self, cmd: &Command, req: &Request, plan: &mut Plan) {
+        let args = &req.args;
+        let table = commands::table();
+        let sub = args.get(1).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+        match sub.as_slice() {
+            b"" => {
+                let all = table.served().map(command_info).collect();
+                self.reply(plan, cmd, Frame::Array(all));
+            }
+            b"COUNT" => self.reply(plan, cmd, Frame::Integer(table.served().count() as i64)),
+            b"INFO" => {
+                let infos = args
+                    .iter()
+                    .skip(2)
+                    .map(|n| match table.lookup(n) {
+                        Some(c) if !matches!(c.route, Route::Refused(_)) => command_info(c),
+                        _ => Frame::Null,
+                    })
+                    .collect();
+                self.reply(plan, cmd, Frame::Array(infos));
+            }
+            b"LIST" => {
+                let names = table.served().map(|c| bulk(c.name)).collect();
+                self.reply(plan, cmd, Frame::Array(names));
+            }
+            // redis-cli asks for docs to show hints; having none is fine.
+            b"DOCS" => self.reply(plan, cmd, Frame::Map(Vec::new())),
+            b"GETKEYS" => {
+                let rest: Vec<&Bytes> = args.iter().skip(2).collect();
+                let Some(target) = rest.first().and_then(|n| table.lookup(n)) else {
+                    return plan.error(cmd.index, "ERR Invalid command specified");
+                };
+                let mut pos = Vec::new();
+                match commands::key_positions(target, &rest, &mut pos) {
+                    Ok(()) if !pos.is_empty() => {
+                        let keys = pos
+                            .iter()
+                            .filter_map(|&p| rest.get(p).map(|k| bulk((*k).clone())))
+                            .collect();
+                        self.reply(plan, cmd, Frame::Array(keys));
+                    }
+                    Ok(()) => plan.error(cmd.index, "ERR The command has no key arguments"),
+                    Err(e) => plan.error(cmd.index, &e),
+                }
+            }
+            _ => plan.error(
+                cmd.index,
+                &format!(
+                    "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+                    String::from_utf8_lossy(&sub)
+                ),
+            ),
+        }
+    }
+
+    /// The proxy's own INFO: sections `server`, `clients`, `stats`,
+    /// `keyspace` (empty: keys live on the groups).
+    fn info_text<'a>(&self, sections: impl Iterator<Item = &'a [u8]>) -> String {
+        let wanted: Vec<String> = sections
+            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+            .collect();
+        let want = |name: &str| {
+            wanted.is_empty()
+                || wanted
+                    .iter()
+                    .any(|w| w == name || w == "all" || w == "everything" || w == "default")
+        };
+        let shared = &self.shared;
+        let stats = &shared.stats;
+        let mut out = String::new();
+        if want("server") {
+            let uptime = shared.started.elapsed().as_secs();
+            let _ = write!(
+                out,
+                "# Server\r\nredis_version:{}\r\nshardis_version:{}\r\nredis_mode:standalone\r\nproxy_id:{}\r\ncluster:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\ntopology_version:{}\r\n\r\n",
+                shared.router.facts.version(),
+                env!("CARGO_PKG_VERSION"),
+                shared.proxy_id,
+                shared.config.cluster,
+                std::process::id(),
+                shared.config.listen.rsplit(':').next().unwrap_or_default(),
+                uptime,
+                uptime / 86_400,
+                shared.router.load().version,
+            );
+        }
+        if want("clients") {
+            let _ = write!(
+                out,
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+                stats.sessions_current.load(Ordering::Relaxed),
+                shared.config.max_clients,
+            );
+        }
+        if want("stats") {
+            let _ = write!(
+                out,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\n\r\n",
+                stats.sessions_total.load(Ordering::Relaxed),
+                stats.ops_total.load(Ordering::Relaxed),
+                stats.sessions_rejected.load(Ordering::Relaxed),
+                stats.errors_total.load(Ordering::Relaxed),
+            );
+        }
+        if want("keyspace") {
+            out.push_str("# Keyspace\r\n");
+        }
+        out
+    }
+}
+
+/// `COMMAND INFO` format of Redis 7: name, arity, flags, first key, last
+/// key, step, ACL categories, tips, key specs, subcommands.
+fn command_info(c: &Command) -> Frame {
+    let mut flags = Vec::new();
+    if c.flags & commands::WRITE != 0 {
+        flags.push(status("write"));
+    }
+    if c.flags & commands::READONLY != 0 {
+        flags.push(status("readonly"));
+    }
+    if c.flags & commands::FAST != 0 {
+        flags.push(status("fast"));
+    }
+    let (first, last, step) = match c.keys {
+        KeySpec::Range { first, last, step } => (first as i64, last as i64, step as i64),
+        KeySpec::None => (0, 0, 0),
+        KeySpec::Sort | KeySpec::GeoRadius => (1, 1, 1),
+        KeySpec::NumKeys { .. } | KeySpec::Streams => (0, 0, 0),
+    };
+    Frame::Array(vec![
+        bulk(c.name),
+        Frame::Integer(c.arity as i64),
+        Frame::Set(flags),
+        Frame::Integer(first),
+        Frame::Integer(last),
+        Frame::Integer(step),
+        Frame::Set(Vec::new()),
+        Frame::Array(Vec::new()),
+        Frame::Array(Vec::new()),
+        Frame::Array(Vec::new()),
+    ])
+}
+
+/// Compares secrets without an early exit that would time-leak the prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,102 @@
+//! RESP2/RESP3 on top of [`bytes`]: the request decoder and reply scanner that sit on the
+//! proxy's hot path, a zero-copy [`Frame`] tree for the few replies the proxy has to look
+//! into, and allocation-free encoding helpers.
+//!
+//! Everything that reads network data is incremental (state survives between calls while
+//! the buffer grows at its end, so a frame is never rescanned from its start), bounded by
+//! [`Limits`] before any memory is reserved, and never panics.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+mod encode;
+mod error;
+mod frame;
+mod inline;
+mod num;
+mod reply;
+mod request;
+mod wire;
+
+
+pub use encode::{
+    encode_command, write_array_header, write_bulk, write_error, write_integer, write_map_header,
+    write_null, write_simple, Protocol,
+};
+pub use error::ProtoError;
+pub use frame::Frame;
+pub use reply::{array_elements, reply_integer, reply_is_error, ReplyScanner};
+pub use request::{Request, RequestDecoder};
+
+/// Hard bounds applied to untrusted input. Every length and count is checked against these
+/// before anything is reserved, so a hostile header cannot make us allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload of one bulk string (`$`, and RESP3 `!` / `=`). In replies it also bounds
+    /// the length of line frames (`+ - , (`), which otherwise would have no bound at all.
+    pub max_bulk_len: usize,
+    /// Largest element count of one aggregate; a map or attribute of N pairs counts as 2N.
+    pub max_elements: usize,
+    /// Deepest nesting of aggregates (a top-level array is depth 1).
+    pub max_depth: usize,
+    /// Longest inline command line, not counting its `\n`.
+    pub max_inline_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_elements: 1_048_576,
+            max_depth: 32,
+            max_inline_len: 64 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Bounds for re-walking replies that were already validated by a [`ReplyScanner`]
+    /// (whose limits we do not know here): only structure matters, and every walker that
+    /// uses this is iterative, so depth cannot exhaust the stack.
+    pub(crate) const UNBOUNDED: Limits = Limits {
+        max_bulk_len: usize::MAX,
+        max_elements: usize::MAX,
+        max_depth: usize::MAX,
+        max_inline_len: usize::MAX,
+    };
+}
+
+/// Test-only accounting of the bytes the parsers look at, so tests can prove that feeding a
+/// frame in tiny pieces costs O(n) rather than O(n²).
+#[cfg(test)]
+pub(crate) mod work {
+    use std::cell::Cell;
+
+    thread_local! {
+        static EXAMINED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(crate) fn add(n: usize) {
+        EXAMINED.with(|c| c.set(c.get() + n));
+    }
+
+    pub(crate) fn take() -> usize {
+        EXAMINED.with(|c| c.replace(0))
+    }
+}
+
+#[inline(always)]
+pub(crate) fn examined(_n: usize) {
+    #[cfg(test)]
+    work::add(_n);
+}
+
+#[cfg(test)]
+mod tests;
