@@ -33,9 +33,9 @@ use crate::Shared;
 const READ_CHUNK: usize = 4 * 1024;
 /// Buffers above this are charged to the global memory budget.
 const FREE_BUFFER: usize = 64 * 1024;
-/// Stop collecting replies into the write buffer past this until it drains:
-/// a client that does not read cannot make the proxy hold more.
-const WRITE_HIGH: usize = 256 * 1024;
+/// Replies buffered for a client that does not read, before the proxy stops
+/// collecting more (and, with the pipeline limit, stops reading its requests).
+const WRITE_HIGH: usize = 64 * 1024 * 1024;
 
 /// Commands usable before `AUTH` when a password is set.
 fn allowed_before_auth(cmd: &Command) -> bool {
@@ -236,11 +236,16 @@ impl Session {
         let idle = self.shared.config.client_idle_timeout();
         let max_pipeline = self.shared.config.max_pipeline;
         let mut last_activity = Instant::now();
+        let mut table_changed = false;
         loop {
             // Retry a stalled request when the table changed or time is up.
             if let Some((_, deadline, _)) = &self.stalled {
                 let deadline = *deadline;
-                if changed.has_changed().unwrap_or(true) || Instant::now() >= deadline {
+                if table_changed
+                    || changed.has_changed().unwrap_or(true)
+                    || Instant::now() >= deadline
+                {
+                    table_changed = false;
                     changed.borrow_and_update();
                     self.retry_stalled(deadline).await;
                 }
@@ -291,7 +296,7 @@ impl Session {
                 r = self.stream.writable(), if !self.wbuf.is_empty() => {
                     if r.is_err() { break; }
                 }
-                _ = changed.changed(), if self.stalled.is_some() => {}
+                _ = changed.changed(), if self.stalled.is_some() => table_changed = true,
                 _ = sleep_until_opt(stall_deadline), if stall_deadline.is_some() => {}
                 _ = sleep_until_opt(idle_deadline), if idle_deadline.is_some() => {
                     tracing::debug!(peer = %self.peer, "closing idle client");
@@ -309,22 +314,37 @@ impl Session {
     }
 
     fn read(&mut self) -> io::Result<usize> {
-        let want = self.decoder.pending_hint().max(READ_CHUNK);
+        let want = self.decoder.pending_hint().max(READ_CHUNK).min(16 * 1024 * 1024);
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK.min(want) {
-            let target = self.rbuf.len() + want.min(16 * 1024 * 1024);
-            if target > FREE_BUFFER {
+            let grown = self.rbuf.len() + want;
+            if grown > FREE_BUFFER {
                 // Large frames are charged to the global budget before the
                 // memory is taken; a frame that does not fit is refused.
-                let extra = target.saturating_sub(self.rbuf.capacity().max(FREE_BUFFER));
+                let extra = grown.saturating_sub(self.rbuf.capacity().max(FREE_BUFFER));
                 if !self.shared.budget.try_charge(extra) {
                     self.refuse_oversized();
                     return Ok(1);
                 }
                 self.charged += extra;
             }
-            self.rbuf.reserve(want.min(16 * 1024 * 1024));
+            self.rbuf.reserve(want);
         }
-        self.stream.try_read_buf(&mut self.rbuf)
+        let r = self.stream.try_read_buf(&mut self.rbuf);
+        self.rebalance();
+        r
+    }
+
+    /// Keeps this session's charge on the global budget equal to what its
+    /// buffers hold beyond the free allowance.
+    fn rebalance(&mut self) {
+        let desired = self.rbuf.capacity().saturating_sub(FREE_BUFFER)
+            + self.wbuf.capacity().saturating_sub(FREE_BUFFER);
+        if desired > self.charged {
+            self.shared.budget.charge(desired - self.charged);
+        } else {
+            self.shared.budget.release(self.charged - desired);
+        }
+        self.charged = desired;
     }
 
     fn refuse_oversized(&mut self) {
@@ -449,8 +469,7 @@ impl Session {
     fn shrink_read_buffer(&mut self) {
         if self.rbuf.is_empty() && self.rbuf.capacity() > FREE_BUFFER {
             self.rbuf = BytesMut::new();
-            self.shared.budget.release(self.charged);
-            self.charged = 0;
+            self.rebalance();
         }
     }
 
@@ -460,6 +479,13 @@ impl Session {
             return Step::Done;
         };
         let Some(cmd) = commands::table().lookup(name) else {
+            // Like Redis: an HTTP request (a browser tricked into posting to
+            // this port) is cut off instead of being answered line by line.
+            if name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:") {
+                tracing::warn!(peer = %self.peer, "HTTP request on the Redis port: closing");
+                plan.close(usize::MAX, error_bytes("ERR this is a Redis port, not HTTP"));
+                return Step::Done;
+            }
             plan.error(usize::MAX, &unknown_command(req));
             return Step::Done;
         };
@@ -724,12 +750,9 @@ impl Session {
             let is_err = matches!(self.wbuf.get(start), Some(b'-') | Some(b'!'));
             stats.record_command(entry.cmd, us, is_err);
         }
-        let grown = self.wbuf.len() - before;
-        if self.wbuf.capacity() > FREE_BUFFER && grown > 0 {
+        if self.wbuf.len() - before > 0 && self.wbuf.capacity() > FREE_BUFFER {
             // Big replies count against the global budget while buffered.
-            let extra = grown.min(self.wbuf.capacity() - FREE_BUFFER);
-            self.shared.budget.charge(extra);
-            self.charged += extra;
+            self.rebalance();
         }
     }
 
@@ -747,10 +770,7 @@ impl Session {
         }
         if self.wbuf.capacity() > FREE_BUFFER {
             self.wbuf = BytesMut::new();
-            if self.rbuf.capacity() <= FREE_BUFFER {
-                self.shared.budget.release(self.charged);
-                self.charged = 0;
-            }
+            self.rebalance();
         }
         Ok(())
     }

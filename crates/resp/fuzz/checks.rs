@@ -84,7 +84,11 @@ fn feed<T>(
     }
 }
 
-pub fn decode_requests(data: &[u8], max_chunk: Option<usize>, limits: Limits) -> (Vec<Request>, End) {
+pub fn decode_requests(
+    data: &[u8],
+    max_chunk: Option<usize>,
+    limits: Limits,
+) -> (Vec<Request>, End) {
     let mut decoder = RequestDecoder::new(limits);
     feed(data, max_chunk, |buf| decoder.decode(buf))
 }
@@ -174,7 +178,10 @@ fn check_reply_helpers(chunk: &Bytes, frame: &Frame) {
             for (raw, item) in elements.iter().zip(items) {
                 assert!(within(raw, chunk));
                 let parsed = Frame::parse(raw, &Limits::default()).ok().flatten();
-                assert_eq!(parsed.as_ref().map(|(f, n)| (f, *n)), Some((item, raw.len())));
+                assert_eq!(
+                    parsed.as_ref().map(|(f, n)| (f, *n)),
+                    Some((item, raw.len()))
+                );
             }
         }
         (None, None) => {}

@@ -25,7 +25,6 @@ mod reply;
 mod request;
 mod wire;
 
-
 pub use encode::{
     encode_command, write_array_header, write_bulk, write_error, write_integer, write_map_header,
     write_null, write_simple, Protocol,
@@ -46,7 +45,7 @@ pub struct Limits {
     pub max_elements: usize,
     /// Deepest nesting of aggregates (a top-level array is depth 1).
     pub max_depth: usize,
-    /// Longest inline command line, not counting its `\n`.
+    /// Longest inline command line: the bytes before its `\n`, a `\r` included.
     pub max_inline_len: usize,
 }
 

@@ -65,7 +65,12 @@ impl ScanCore {
                 };
                 match ty {
                     b'+' | b'-' | b',' | b'(' => {
-                        match wire::find_line_end(buf, pos + 1, self.line_from, limits.max_bulk_len)? {
+                        match wire::find_line_end(
+                            buf,
+                            pos + 1,
+                            self.line_from,
+                            limits.max_bulk_len,
+                        )? {
                             Line::Partial(from) => {
                                 self.line_from = from;
                                 return Ok(None);

@@ -140,8 +140,8 @@ impl RequestDecoder {
                         self.pos = 0;
                         continue;
                     }
-                    let Some((n, next)) = parse_int_line(buf, 1)
-                        .map_err(|_| ProtoError::InvalidMultibulkLength)?
+                    let Some((n, next)) =
+                        parse_int_line(buf, 1).map_err(|_| ProtoError::InvalidMultibulkLength)?
                     else {
                         return Ok(None);
                     };
@@ -233,10 +233,7 @@ impl RequestDecoder {
     }
 
     /// `Ok(None)` when a blank line was consumed and decoding should go on.
-    fn decode_inline(
-        &mut self,
-        buf: &mut BytesMut,
-    ) -> Result<Option<Option<Request>>, ProtoError> {
+    fn decode_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Request>>, ProtoError> {
         let data: &[u8] = buf;
         let rest = data.get(self.pos..).unwrap_or_default();
         let Some(off) = rest.iter().position(|&b| b == b'\n') else {

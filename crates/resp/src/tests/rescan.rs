@@ -59,7 +59,11 @@ fn many_small_arguments_are_scanned_once() {
     let (n, examined) = requests(&data, Limits::default());
     assert_eq!(n, 1);
     // Each 4-byte header may be re-read once per byte while it is incomplete.
-    assert!(examined < 4 * data.len(), "examined {examined} of {}", data.len());
+    assert!(
+        examined < 4 * data.len(),
+        "examined {examined} of {}",
+        data.len()
+    );
 }
 
 #[test]
@@ -73,7 +77,11 @@ fn long_inline_line_is_searched_once() {
     data.extend_from_slice(b"\r\n");
     let (n, examined) = requests(&data, limits);
     assert_eq!(n, 1);
-    assert!(examined <= data.len() + 8, "examined {examined} of {}", data.len());
+    assert!(
+        examined <= data.len() + 8,
+        "examined {examined} of {}",
+        data.len()
+    );
 }
 
 #[test]
@@ -96,7 +104,11 @@ fn long_reply_line_is_searched_once() {
     data.extend_from_slice(b"\r\n");
     let (n, examined) = replies(&data);
     assert_eq!(n, 2);
-    assert!(examined <= data.len() + 8, "examined {examined} of {}", data.len());
+    assert!(
+        examined <= data.len() + 8,
+        "examined {examined} of {}",
+        data.len()
+    );
 }
 
 #[test]
@@ -114,7 +126,11 @@ fn deep_and_wide_reply_is_scanned_once() {
     }
     let (n, examined) = replies(&data);
     assert_eq!(n, 1);
-    assert!(examined < 4 * data.len(), "examined {examined} of {}", data.len());
+    assert!(
+        examined < 4 * data.len(),
+        "examined {examined} of {}",
+        data.len()
+    );
 }
 
 #[test]
@@ -140,6 +156,9 @@ fn pending_hint_tracks_the_bulk_being_received() {
     assert!(scanner.next_reply(&mut buf).unwrap().is_none());
     assert_eq!(scanner.pending_hint(), 2);
     buf.extend_from_slice(b"\r\n");
-    assert_eq!(scanner.next_reply(&mut buf).unwrap().unwrap().len(), 4 + 6 + 102);
+    assert_eq!(
+        scanner.next_reply(&mut buf).unwrap().unwrap().len(),
+        4 + 6 + 102
+    );
     assert_eq!(scanner.pending_hint(), 0);
 }
