@@ -609,6 +609,20 @@ mod tests {
         }
     }
 
+    /// The README's command lists are the operator's reference: keep them
+    /// complete.
+    #[test]
+    fn readme_lists_every_command() {
+        let readme = include_str!("../../../README.md");
+        let words: std::collections::HashSet<&str> = readme
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        for c in table().all() {
+            let upper = c.name.to_ascii_uppercase();
+            assert!(words.contains(upper.as_str()), "README.md does not mention {upper}");
+        }
+    }
+
     #[test]
     fn key_positions_per_spec() {
         assert_eq!(positions("get", &["a"]).unwrap(), vec![1]);
