@@ -119,24 +119,22 @@ impl EtcdStore {
         let options = ConnectOptions::new()
             .with_connect_timeout(connect_timeout)
             .with_keep_alive(HTTP2_PING_INTERVAL, HTTP2_PING_TIMEOUT);
-        let client = match tokio::time::timeout(
-            connect_timeout,
-            Client::connect(endpoints, Some(options)),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot connect to etcd at {joined}: {e}"
-                )))
-            }
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot connect to etcd at {joined}: no answer within {connect_timeout:?}"
-                )))
-            }
-        };
+        let client =
+            match tokio::time::timeout(connect_timeout, Client::connect(endpoints, Some(options)))
+                .await
+            {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot connect to etcd at {joined}: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "cannot connect to etcd at {joined}: no answer within {connect_timeout:?}"
+                    )))
+                }
+            };
         let store = EtcdStore {
             client,
             keys: Keys::new(cluster),
@@ -681,7 +679,11 @@ impl Store for EtcdStore {
         self.call(
             &format!("put {key}"),
             Some(lease),
-            kv.put(key.as_str(), json, Some(PutOptions::new().with_lease(lease))),
+            kv.put(
+                key.as_str(),
+                json,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
         )
         .await?;
         Ok(())

@@ -478,6 +478,9 @@ mod tests {
             Err(StoreError::Unavailable(_))
         ));
         store.set_available(true);
-        assert_eq!(store.load_topology().await.unwrap().map(|t| t.version), Some(1));
+        assert_eq!(
+            store.load_topology().await.unwrap().map(|t| t.version),
+            Some(1)
+        );
     }
 }

@@ -30,7 +30,12 @@ pub enum SlotState {
     Held { group: GroupId },
     /// Keys are moving from `from` to `to`. Until migration-on-access exists a
     /// proxy treats this like `Held`.
-    Migrating { from: GroupId, to: GroupId },
+    Migrating {
+        #[serde(rename = "source")]
+        from: GroupId,
+        #[serde(rename = "target")]
+        to: GroupId,
+    },
 }
 
 impl SlotState {
@@ -323,6 +328,8 @@ mod slot_runs {
 
     #[derive(Serialize, Deserialize)]
     struct Run {
+        // `SlotState::Migrating` is flattened into the same JSON object, which
+        // is why its groups are called `source` and `target` there.
         from: usize,
         to: usize,
         #[serde(flatten)]
@@ -367,8 +374,10 @@ mod tests {
     use super::*;
 
     fn sample() -> Topology {
-        let mut t = Topology::default();
-        t.version = 7;
+        let mut t = Topology {
+            version: 7,
+            ..Topology::default()
+        };
         for id in [1, 2] {
             t.groups.insert(
                 id,
