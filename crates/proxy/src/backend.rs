@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 
+use crate::io::Read;
 use crate::stats::BackendStats;
 
 /// Why a backend could not answer.
@@ -522,12 +523,12 @@ impl ConnTask {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
             }
-            match stream.try_read_buf(rbuf) {
-                Ok(0) => return Err(self.lost("server closed the connection")),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            let drained = match crate::io::read_once(stream, rbuf) {
+                Ok(Read::Data { drained, .. }) => drained,
+                Ok(Read::Closed) => return Err(self.lost("server closed the connection")),
+                Ok(Read::WouldBlock) => break,
                 Err(e) => return Err(self.lost(&e.to_string())),
-            }
+            };
             loop {
                 let reply = match scanner.next_reply(rbuf) {
                     Ok(Some(r)) => r,
@@ -574,6 +575,9 @@ impl ConnTask {
                 if let Some(f) = inflight.pop_front() {
                     let _ = f.reply.send(Ok(f.replies));
                 }
+            }
+            if drained {
+                break;
             }
         }
         Ok(progressed)

@@ -64,7 +64,7 @@ impl Default for Config {
             backend_user: None,
             backend_password: None,
             threads: 0,
-            backend_connections: 2,
+            backend_connections: 1,
             backend_connect_timeout_ms: 1000,
             backend_read_timeout_ms: 10_000,
             hold_timeout_ms: 2000,
@@ -162,7 +162,7 @@ id = ""
 # Worker threads; 0 = every CPU this process may run on (respects taskset).
 threads = 0
 # Pipelined connections per backend server and protocol, shared by all clients.
-backend_connections = 2
+backend_connections = 1
 backend_connect_timeout_ms = 1000
 # A backend that answers nothing for this long is treated as lost.
 backend_read_timeout_ms = 10000

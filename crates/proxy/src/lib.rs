@@ -15,6 +15,7 @@ pub mod admin;
 pub mod backend;
 pub mod commands;
 pub mod config;
+mod io;
 mod lifecycle;
 mod local;
 pub mod router;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use shardis_resp::{
-    array_elements, encode_command, reply_integer, reply_is_error, write_array_header,
+    array_elements, reply_integer, reply_is_error, write_array_header, write_bulk,
     write_error, write_integer, Protocol, Request, RequestDecoder,
 };
 use shardis_topology::slot_of;
@@ -275,6 +275,10 @@ impl Session {
                 _ => None,
             };
             let stall_deadline = self.stalled.as_ref().map(|s| s.1);
+            // Over budget: look again shortly (sessions releasing memory do
+            // not notify).
+            let budget_retry = (over_budget && !self.closing)
+                .then(|| Instant::now() + Duration::from_millis(10));
             tokio::select! {
                 biased;
                 r = wait_front(&mut self.pending), if waiting_reply => {
@@ -302,7 +306,7 @@ impl Session {
                     tracing::debug!(peer = %self.peer, "closing idle client");
                     break;
                 }
-                _ = tokio::time::sleep(Duration::from_millis(10)), if over_budget && !self.closing => {}
+                _ = sleep_until_opt(budget_retry), if budget_retry.is_some() => {}
                 _ = shutdown.changed() => {
                     // Stop taking requests; finish the ones in flight.
                     self.closing = true;
@@ -329,9 +333,13 @@ impl Session {
             }
             self.rbuf.reserve(want);
         }
-        let r = self.stream.try_read_buf(&mut self.rbuf);
+        let r = crate::io::read_once(&self.stream, &mut self.rbuf);
         self.rebalance();
-        r
+        match r? {
+            crate::io::Read::Data { n, .. } => Ok(n),
+            crate::io::Read::Closed => Ok(0),
+            crate::io::Read::WouldBlock => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
     /// Keeps this session's charge on the global budget equal to what its
@@ -628,73 +636,77 @@ impl Session {
             return Step::Done;
         }
         let nkeys = (args.len() - 1) / step;
-        // The server of each key, and whether they all share one.
-        let mut servers: Vec<&Arc<Server>> = Vec::with_capacity(nkeys);
+        // Which part (distinct server, in first-seen order) each key goes to.
+        let mut distinct: Vec<(&Arc<Server>, u32)> = Vec::with_capacity(2);
+        let mut part_of: Vec<u16> = Vec::with_capacity(nkeys);
         for k in 0..nkeys {
             let Some(key) = args.get(1 + k * step) else { break };
             let slot = slot_of(key);
             self.shared.stats.record_slot(slot);
-            match self.server_for(cmd, slot, table, plan) {
-                Ok(s) => servers.push(s),
+            let server = match self.server_for(cmd, slot, table, plan) {
+                Ok(s) => s,
                 Err(step) => return step,
-            }
-        }
-        let Some(first) = servers.first().copied() else {
-            plan.error(cmd.index, &commands::arity_error(cmd.name));
-            return Step::Done;
-        };
-        if servers.iter().all(|s| Arc::ptr_eq(s, first)) {
-            // One server: pass the request through whole.
-            let (batch, idx) = plan.forward(first, &req.raw);
-            plan.entries.push(Entry {
-                cmd: cmd.index,
-                kind: EntryKind::Forward { batch, idx },
-            });
-            return Step::Done;
-        }
-        // Distinct servers in first-seen order.
-        let mut distinct: Vec<&Arc<Server>> = Vec::new();
-        let mut part_of: Vec<u16> = Vec::with_capacity(nkeys);
-        for s in &servers {
-            let p = match distinct.iter().position(|d| Arc::ptr_eq(d, s)) {
+            };
+            let p = match distinct.iter().position(|(d, _)| Arc::ptr_eq(d, server)) {
                 Some(p) => p,
                 None => {
-                    distinct.push(s);
+                    distinct.push((server, 0));
                     distinct.len() - 1
                 }
             };
+            if let Some((_, n)) = distinct.get_mut(p) {
+                *n += 1;
+            }
             part_of.push(p as u16);
         }
+        if distinct.len() == 1 {
+            // One server: pass the request through whole.
+            if let Some((server, _)) = distinct.first() {
+                let (batch, idx) = plan.forward(server, &req.raw);
+                plan.entries.push(Entry {
+                    cmd: cmd.index,
+                    kind: EntryKind::Forward { batch, idx },
+                });
+            }
+            return Step::Done;
+        }
         let name = args.first().map(|b| b.as_ref()).unwrap_or_default();
-        let mut parts = Vec::with_capacity(distinct.len());
         let mut order = Vec::new();
-        let mut seen_in_part = vec![0u32; distinct.len()];
         if merge == Merge::Values {
+            // MGET: where each key's value sits in its part's reply.
+            let mut seen = [0u32; 8];
+            let mut seen_more = Vec::new();
+            if distinct.len() > seen.len() {
+                seen_more = vec![0u32; distinct.len()];
+            }
             order.reserve(nkeys);
             for &p in &part_of {
-                let slot = seen_in_part.get_mut(p as usize);
-                if let Some(n) = slot {
+                let n = if seen_more.is_empty() {
+                    seen.get_mut(p as usize)
+                } else {
+                    seen_more.get_mut(p as usize)
+                };
+                if let Some(n) = n {
                     order.push((p, *n));
                     *n += 1;
                 }
             }
         }
-        for (p, server) in distinct.iter().enumerate() {
-            let mut sub = BytesMut::new();
-            let count = part_of.iter().filter(|&&q| q as usize == p).count();
-            let sub_args = std::iter::once(name).chain(
-                part_of
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &q)| q as usize == p)
-                    .flat_map(|(k, _)| {
-                        (0..step).filter_map(move |j| args.get(1 + k * step + j).map(|b| b.as_ref()))
-                    }),
-            );
-            let sub_args: Vec<&[u8]> = sub_args.collect();
-            debug_assert_eq!(sub_args.len(), 1 + count * step);
-            encode_command(&mut sub, sub_args.iter());
-            parts.push(plan.forward(server, &sub));
+        // Each part's sub-command is encoded straight into its batch.
+        let mut parts = Vec::with_capacity(distinct.len());
+        for (p, (server, count)) in distinct.iter().enumerate() {
+            let (batch, b) = plan.batch_for(server);
+            write_array_header(&mut b.payload, 1 + *count as usize * step);
+            write_bulk(&mut b.payload, name);
+            for (k, _) in part_of.iter().enumerate().filter(|(_, &q)| q as usize == p) {
+                for j in 0..step {
+                    if let Some(a) = args.get(1 + k * step + j) {
+                        write_bulk(&mut b.payload, a);
+                    }
+                }
+            }
+            b.count += 1;
+            parts.push((batch, b.count - 1));
         }
         plan.entries.push(Entry {
             cmd: cmd.index,
