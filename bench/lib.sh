@@ -29,27 +29,35 @@ die() {
     exit 1
 }
 
+# True while the process runs (an exited child not yet reaped is a zombie:
+# it still has a /proc entry, in state Z).
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+# Stops one started process: SIGTERM, up to 5 s to exit, then SIGKILL.
+stop_pid() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 50); do
+        running "$pid" || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    local i pid alive
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for i in $(seq 1 50); do
-        alive=0
-        for pid in "${STARTED_PIDS[@]}"; do
-            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
-        done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    # Reap them so that no zombie outlives us.
-    for pid in "${STARTED_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
+    trap '' INT # a second Ctrl-C must not cut the cleanup short
+    # Newest first: the proxies leave etcd and the servers before those stop.
+    local i
+    for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${STARTED_PIDS[$i]}"
     done
     if [ "$KEEP_WORK" = 1 ]; then
         log "kept work dir $WORK_DIR"
@@ -78,7 +86,7 @@ track() {
 # Fails if a tracked process has died (prints the end of its log).
 check_alive() {
     local pid=$1 name=$2 logf=${3:-}
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! running "$pid"; then
         [ -n "$logf" ] && [ -f "$logf" ] && tail -n 20 "$logf" >&2
         die "$name (pid $pid) is not running"
     fi
