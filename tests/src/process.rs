@@ -128,7 +128,9 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 /// port makes sense).
 pub(crate) fn says_address_in_use(log: &str) -> bool {
     let log = log.to_ascii_lowercase();
-    log.contains("address already in use") || log.contains("addrinuse") || log.contains("address in use")
+    log.contains("address already in use")
+        || log.contains("addrinuse")
+        || log.contains("address in use")
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or `None` after `timeout`.
@@ -165,7 +167,12 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> io::Result<(u16, S
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad HTTP response {text:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad HTTP response {text:?}"),
+            )
+        })?;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

@@ -24,7 +24,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The proxy binary: `$SHARDIS_PROXY_BIN`, or `shardis-proxy` in the same
 /// target profile directory as the running test executable, built once per
-/// test process with `cargo build -p shardis-proxy` when it is missing.
+/// test process with `cargo build -p shardis-proxy` when it is missing (or
+/// always, when `SHARDIS_BUILD_PROXY=1`: an existing binary may be older than
+/// the proxy's source).
 ///
 /// (An integration test cannot use `CARGO_BIN_EXE_*` of another package.)
 pub fn proxy_bin() -> PathBuf {
@@ -41,7 +43,8 @@ pub fn proxy_bin() -> PathBuf {
             .expect("the test executable lives in <target>/<profile>/deps")
             .to_path_buf();
         let bin = profile_dir.join("shardis-proxy");
-        if !bin.exists() {
+        let always = std::env::var("SHARDIS_BUILD_PROXY").is_ok_and(|v| v == "1");
+        if always || !bin.exists() {
             build_proxy(&profile_dir);
             assert!(
                 bin.exists(),
@@ -76,7 +79,10 @@ fn build_proxy(profile_dir: &Path) {
         cmd.arg("--target-dir").arg(target_dir);
     }
     let status = cmd.status().expect("run cargo build -p shardis-proxy");
-    assert!(status.success(), "cargo build -p shardis-proxy failed: {status}");
+    assert!(
+        status.success(),
+        "cargo build -p shardis-proxy failed: {status}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -186,7 +192,7 @@ impl ProxyBuilder {
                     dir = Some(proxy.into_dir());
                 }
                 Err(log) => panic!(
-                    "shardis-proxy {id} ({}) did not answer /healthz within {READY_TIMEOUT:?}; \
+                    "shardis-proxy {id} ({}) did not start (no /healthz 200 within {READY_TIMEOUT:?}); \
                      stderr tail:\n{log}",
                     proxy_bin().display()
                 ),

@@ -215,7 +215,10 @@ impl RedisServer {
         assert_eq!(reply, b"+OK\r\n", "REPLICAOF: {}", escape(&reply));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let info = conn.reply(&["INFO", "replication"]).text().unwrap_or_default();
+            let info = conn
+                .reply(&["INFO", "replication"])
+                .text()
+                .unwrap_or_default();
             if info.contains("master_link_status:up") {
                 return;
             }
@@ -242,6 +245,8 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--daemonize", "no"])
+            // Replicas sync at once instead of after the default 5 s delay.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")
@@ -253,9 +258,12 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e} (is redis-server installed?)", redis_server_bin()));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "spawn {}: {e} (is redis-server installed?)",
+                redis_server_bin()
+            )
+        });
         let mut guard = ChildGuard::new(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -298,7 +306,8 @@ pub fn redis_client(addr: &str, password: Option<&str>) -> redis::Connection {
         Some(pw) => format!("redis://:{pw}@{addr}/"),
         None => format!("redis://{addr}/"),
     };
-    let client = redis::Client::open(url.as_str()).unwrap_or_else(|e| panic!("redis url {url}: {e}"));
+    let client =
+        redis::Client::open(url.as_str()).unwrap_or_else(|e| panic!("redis url {url}: {e}"));
     let conn = client
         .get_connection_with_timeout(Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("redis crate connection to {addr}: {e}"));

@@ -26,6 +26,14 @@ pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     out
 }
 
+/// `GET k` style text of a command, for failure messages.
+pub fn describe_command<A: AsRef<[u8]>>(args: &[A]) -> String {
+    args.iter()
+        .map(|a| escape_short(a.as_ref(), 60))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Shows bytes with `\r`, `\n` and non-printable bytes escaped, for failure messages.
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
@@ -48,7 +56,10 @@ pub fn escape_short(bytes: &[u8], max: usize) -> String {
     if s.len() <= max {
         s
     } else {
-        let cut = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
         format!("{}... ({} bytes)", &s[..cut], bytes.len())
     }
 }
@@ -67,7 +78,9 @@ pub struct RespConn {
 
 impl fmt::Debug for RespConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RespConn").field("addr", &self.addr).finish()
+        f.debug_struct("RespConn")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -150,6 +163,20 @@ impl RespConn {
     pub fn reply<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Reply {
         let raw = self.cmd(args);
         Reply::parse_all(&raw).unwrap_or_else(|e| panic!("bad reply {}: {e}", escape(&raw)))
+    }
+
+    /// Sends a command and asserts that the reply is exactly `expected`.
+    #[track_caller]
+    pub fn expect<A: AsRef<[u8]>>(&mut self, args: &[A], expected: &[u8]) {
+        let reply = self.cmd(args);
+        assert!(
+            reply == expected,
+            "{} at {}: expected {}, got {}",
+            describe_command(args),
+            self.addr,
+            escape(expected),
+            escape_short(&reply, 500)
+        );
     }
 
     /// Reads one whole reply frame (RESP2 or RESP3) and returns its raw bytes.
@@ -301,7 +328,10 @@ fn read_frame_into(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {
         }
         other => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("unknown reply type byte {other:#04x} in {:?}", escape(&line)),
+            format!(
+                "unknown reply type byte {other:#04x} in {:?}",
+                escape(&line)
+            ),
         )),
     }
 }
@@ -481,7 +511,11 @@ impl Reply {
                 }
             }
             Reply::Map(pairs) | Reply::Attribute(pairs, _) => {
-                let kind = if matches!(self, Reply::Map(_)) { b'%' } else { b'|' };
+                let kind = if matches!(self, Reply::Map(_)) {
+                    b'%'
+                } else {
+                    b'|'
+                };
                 head(out, kind, pairs.len());
                 for (k, v) in pairs {
                     k.encode_into(out);
@@ -505,7 +539,9 @@ impl Reply {
             Reply::Simple(t) | Reply::Error(t) | Reply::Bulk(t) | Reply::BulkError(t) => {
                 Some(String::from_utf8_lossy(t).into_owned())
             }
-            Reply::Verbatim(t) => Some(String::from_utf8_lossy(t.get(4..).unwrap_or(t)).into_owned()),
+            Reply::Verbatim(t) => {
+                Some(String::from_utf8_lossy(t.get(4..).unwrap_or(t)).into_owned())
+            }
             _ => None,
         }
     }
@@ -529,11 +565,9 @@ impl Reply {
     pub fn pairs(&self) -> Option<Vec<(Reply, Reply)>> {
         match self {
             Reply::Map(p) => Some(p.clone()),
-            Reply::Array(v) if v.len() % 2 == 0 => Some(
-                v.chunks(2)
-                    .map(|c| (c[0].clone(), c[1].clone()))
-                    .collect(),
-            ),
+            Reply::Array(v) if v.len() % 2 == 0 => {
+                Some(v.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect())
+            }
             _ => None,
         }
     }

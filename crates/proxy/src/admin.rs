@@ -39,6 +39,8 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let table = s.router.load();
     if !s.ready.load(Ordering::SeqCst) {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: registering or loading the topology\n").into_response()
+    } else if table.version == 0 {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no topology in etcd yet\n").into_response()
     } else if table.fenced {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: lost the etcd lease (fenced)\n").into_response()
     } else if *s.shutdown.borrow() {
