@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod dashboard;
 pub mod etcd;
 pub mod process;
 pub mod proxy;

@@ -26,7 +26,9 @@ use tracing::{debug, info, warn};
 
 use crate::keys::{valid_name, Keys};
 use crate::model::{ProxyInfo, Topology};
-use crate::store::{check_next, check_proxy, LeaseId, Store, StoreError, TopologyWatch};
+use crate::store::{
+    check_next, check_proxy, LeaderEntry, LeaseId, Store, StoreError, TopologyWatch,
+};
 
 /// How long `connect` waits for etcd to answer at all.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -434,6 +436,85 @@ impl EtcdStore {
         }
     }
 
+    /// One transaction: if the version key still holds `expected` (is absent,
+    /// for 0) and, with `leader_lease`, the leader key lives under that lease,
+    /// put the document and the new version; otherwise read the version and
+    /// the leader key, to say which guard failed.
+    ///
+    /// `Unavailable` (a timeout, a lost connection) leaves the outcome
+    /// unknown: the write may have been applied. Reload to find out.
+    async fn save(
+        &self,
+        leader_lease: Option<LeaseId>,
+        expected: u64,
+        next: &Topology,
+    ) -> Result<(), StoreError> {
+        check_next(expected, next)?;
+        let topology_key = self.keys.topology();
+        let version_key = self.keys.topology_version();
+        let leader_key = self.keys.leader();
+        let json = encode(&topology_key, next)?;
+        let mut guards = vec![if expected == 0 {
+            Compare::create_revision(version_key.as_str(), CompareOp::Equal, 0)
+        } else {
+            Compare::value(version_key.as_str(), CompareOp::Equal, expected.to_string())
+        }];
+        if let Some(lease) = leader_lease {
+            guards.push(Compare::lease(leader_key.as_str(), CompareOp::Equal, lease));
+        }
+        let txn = Txn::new()
+            .when(guards)
+            .and_then([
+                TxnOp::put(topology_key.as_str(), json, None),
+                TxnOp::put(version_key.as_str(), next.version.to_string(), None),
+            ])
+            .or_else([
+                TxnOp::get(version_key.as_str(), None),
+                TxnOp::get(leader_key.as_str(), None),
+            ]);
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .call(
+                &format!("save of topology version {}", next.version),
+                None,
+                kv.txn(txn),
+            )
+            .await?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        });
+        let (version_get, leader_get) = (gets.next(), gets.next());
+        if let Some(lease) = leader_lease {
+            let held_by = leader_get
+                .as_ref()
+                .and_then(|get| get.kvs().first())
+                .map(|kv| kv.lease());
+            if held_by != Some(lease) {
+                return Err(StoreError::NotLeader(match held_by {
+                    None => "no dashboard holds the leadership".to_string(),
+                    Some(other) => format!("the leadership is held under lease {other:x}"),
+                }));
+            }
+        }
+        let found = match version_get.as_ref().and_then(|get| get.kvs().first()) {
+            None => 0,
+            Some(found) => parse_version(&version_key, found.value())?,
+        };
+        if found == expected {
+            // The compare failed on text that still parses as `expected`
+            // (say "07"): only a hand-made value can look like that.
+            return Err(StoreError::Corrupt {
+                key: version_key,
+                reason: format!("version text is not the canonical form of {found}"),
+            });
+        }
+        Err(StoreError::Conflict { expected, found })
+    }
+
     /// One keep-alive on an open stream: the granted TTL, or `None` when etcd
     /// says the lease is gone.
     async fn keep_alive_on(
@@ -537,57 +618,65 @@ impl Store for EtcdStore {
             .transpose()
     }
 
-    /// One transaction: if the version key still holds `expected` (is absent,
-    /// for 0), put the document and the new version; otherwise read the
-    /// version that is there, for the `Conflict`.
-    ///
-    /// `Unavailable` (a timeout, a lost connection) leaves the outcome
-    /// unknown: the write may have been applied. Reload to find out.
+    /// See `EtcdStore::save`. `Unavailable` (a timeout, a lost connection)
+    /// leaves the outcome unknown: the write may have been applied. Reload to
+    /// find out.
     async fn save_topology(&self, expected: u64, next: &Topology) -> Result<(), StoreError> {
-        check_next(expected, next)?;
-        let topology_key = self.keys.topology();
-        let version_key = self.keys.topology_version();
-        let json = encode(&topology_key, next)?;
-        let guard = if expected == 0 {
-            Compare::create_revision(version_key.as_str(), CompareOp::Equal, 0)
-        } else {
-            Compare::value(version_key.as_str(), CompareOp::Equal, expected.to_string())
-        };
+        self.save(None, expected, next).await
+    }
+
+    /// The same transaction as `save_topology`, with one more compare: the
+    /// leader key must live under `leader_lease` (etcd compares a missing
+    /// key's lease as 0, which no granted lease is).
+    async fn save_topology_as_leader(
+        &self,
+        leader_lease: LeaseId,
+        expected: u64,
+        next: &Topology,
+    ) -> Result<(), StoreError> {
+        self.save(Some(leader_lease), expected, next).await
+    }
+
+    /// Create-if-absent: `create_revision == 0` means the key does not exist.
+    /// When it does, the `else` branch reads it to tell whether it is ours.
+    async fn acquire_leadership(&self, lease: LeaseId, value: &str) -> Result<bool, StoreError> {
+        let key = self.keys.leader();
         let txn = Txn::new()
-            .when([guard])
-            .and_then([
-                TxnOp::put(topology_key.as_str(), json, None),
-                TxnOp::put(version_key.as_str(), next.version.to_string(), None),
-            ])
-            .or_else([TxnOp::get(version_key.as_str(), None)]);
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
         let mut kv = self.client.kv_client();
         let resp = self
-            .call(
-                &format!("save of topology version {}", next.version),
-                None,
-                kv.txn(txn),
-            )
+            .call(&format!("campaign for {key}"), Some(lease), kv.txn(txn))
             .await?;
         if resp.succeeded() {
-            return Ok(());
+            return Ok(true);
         }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => Some(get),
-            _ => None,
-        });
-        let found = match current.as_ref().and_then(|get| get.kvs().first()) {
-            None => 0,
-            Some(found) => parse_version(&version_key, found.value())?,
-        };
-        if found == expected {
-            // The compare failed on text that still parses as `expected`
-            // (say "07"): only a hand-made value can look like that.
-            return Err(StoreError::Corrupt {
-                key: version_key,
-                reason: format!("version text is not the canonical form of {found}"),
-            });
-        }
-        Err(StoreError::Conflict { expected, found })
+        let held_by = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.lease()),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok(held_by == lease)
+    }
+
+    async fn leader(&self) -> Result<Option<LeaderEntry>, StoreError> {
+        let key = self.keys.leader();
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .call(&format!("get {key}"), None, kv.get(key.as_str(), None))
+            .await?;
+        Ok(resp.kvs().first().map(|found| LeaderEntry {
+            value: String::from_utf8_lossy(found.value()).into_owned(),
+            lease: found.lease(),
+        }))
     }
 
     /// Reads the current document (an error if etcd cannot be read or the

@@ -18,4 +18,4 @@ pub use hash::{hash_tag, slot_of, SLOT_COUNT};
 pub use keys::Keys;
 pub use mem::MemStore;
 pub use model::*;
-pub use store::{LeaseId, Store, StoreError, TopologyWatch};
+pub use store::{LeaderEntry, LeaseId, Store, StoreError, TopologyWatch};

@@ -17,7 +17,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::model::{ProxyInfo, Topology};
-use crate::store::{check_next, check_proxy, LeaseId, Store, StoreError, TopologyWatch};
+use crate::store::{
+    check_next, check_proxy, LeaderEntry, LeaseId, Store, StoreError, TopologyWatch,
+};
 
 /// An in-memory store. Clones share the same state, like several clients of
 /// one etcd.
@@ -38,6 +40,8 @@ struct State {
     leases: HashMap<LeaseId, Lease>,
     /// Registrations by proxy id; each carries its lease in `ProxyInfo::lease`.
     proxies: BTreeMap<String, ProxyInfo>,
+    /// The dashboard leader entry, under its lease.
+    leader: Option<LeaderEntry>,
     last_lease: LeaseId,
     /// `Some(reason)` while a test pretends the store is down.
     unavailable: Option<String>,
@@ -81,6 +85,13 @@ impl State {
     fn drop_orphans(&mut self) {
         let leases = &self.leases;
         self.proxies.retain(|_, p| leases.contains_key(&p.lease));
+        if self
+            .leader
+            .as_ref()
+            .is_some_and(|l| !leases.contains_key(&l.lease))
+        {
+            self.leader = None;
+        }
     }
 
     /// Locks in the common preamble of every operation.
@@ -118,6 +129,7 @@ impl MemStore {
                     topology: None,
                     leases: HashMap::new(),
                     proxies: BTreeMap::new(),
+                    leader: None,
                     last_lease: 0,
                     unavailable: None,
                 }),
@@ -166,6 +178,36 @@ impl MemStore {
     }
 }
 
+impl MemStore {
+    /// The guarded write behind both `save_topology` variants, in one critical
+    /// section (the counterpart of etcd's transaction).
+    fn save(
+        &self,
+        leader_lease: Option<LeaseId>,
+        expected: u64,
+        next: &Topology,
+    ) -> Result<(), StoreError> {
+        check_next(expected, next)?;
+        let mut state = self.inner.state.lock();
+        let state = state.ready()?;
+        if let Some(lease) = leader_lease {
+            if state.leader.as_ref().map(|l| l.lease) != Some(lease) {
+                return Err(StoreError::NotLeader(format!(
+                    "the leader entry is not held under lease {lease:x}"
+                )));
+            }
+        }
+        let found = state.topology.as_ref().map_or(0, |t| t.version);
+        if found != expected {
+            return Err(StoreError::Conflict { expected, found });
+        }
+        let next = Arc::new(next.clone());
+        state.topology = Some(next.clone());
+        self.inner.topology_tx.send_replace(Some(next));
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for MemStore {
     async fn load_topology(&self) -> Result<Option<Topology>, StoreError> {
@@ -175,17 +217,40 @@ impl Store for MemStore {
     }
 
     async fn save_topology(&self, expected: u64, next: &Topology) -> Result<(), StoreError> {
-        check_next(expected, next)?;
+        self.save(None, expected, next)
+    }
+
+    async fn save_topology_as_leader(
+        &self,
+        leader_lease: LeaseId,
+        expected: u64,
+        next: &Topology,
+    ) -> Result<(), StoreError> {
+        self.save(Some(leader_lease), expected, next)
+    }
+
+    async fn acquire_leadership(&self, lease: LeaseId, value: &str) -> Result<bool, StoreError> {
         let mut state = self.inner.state.lock();
         let state = state.ready()?;
-        let found = state.topology.as_ref().map_or(0, |t| t.version);
-        if found != expected {
-            return Err(StoreError::Conflict { expected, found });
+        // In etcd's order: the compare decides first, and only the put into
+        // a free entry finds out that the lease is gone.
+        match &state.leader {
+            Some(held) => Ok(held.lease == lease),
+            None if !state.leases.contains_key(&lease) => Err(StoreError::LeaseExpired(lease)),
+            None => {
+                state.leader = Some(LeaderEntry {
+                    value: value.to_string(),
+                    lease,
+                });
+                Ok(true)
+            }
         }
-        let next = Arc::new(next.clone());
-        state.topology = Some(next.clone());
-        self.inner.topology_tx.send_replace(Some(next));
-        Ok(())
+    }
+
+    async fn leader(&self) -> Result<Option<LeaderEntry>, StoreError> {
+        let mut state = self.inner.state.lock();
+        let state = state.ready()?;
+        Ok(state.leader.clone())
     }
 
     async fn watch_topology(&self) -> Result<TopologyWatch, StoreError> {
@@ -457,6 +522,58 @@ mod tests {
         assert!(matches!(
             store.grant_lease(Duration::ZERO).await,
             Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_is_exclusive_and_ends_with_its_lease() {
+        let store = MemStore::new();
+        let ttl = Duration::from_secs(5);
+        let a = store.grant_lease(ttl).await.unwrap();
+        let b = store.grant_lease(ttl).await.unwrap();
+        assert_eq!(store.leader().await.unwrap(), None);
+        assert!(store.acquire_leadership(a, "dashboard a").await.unwrap());
+        // Asking again with the same lease is harmless; another lease loses.
+        assert!(store.acquire_leadership(a, "dashboard a").await.unwrap());
+        assert!(!store.acquire_leadership(b, "dashboard b").await.unwrap());
+        assert_eq!(
+            store.leader().await.unwrap(),
+            Some(LeaderEntry {
+                value: "dashboard a".into(),
+                lease: a
+            })
+        );
+
+        // Only the leader's lease may write through the leader-guarded save.
+        store.save_topology_as_leader(a, 0, &topo(1)).await.unwrap();
+        assert!(matches!(
+            store.save_topology_as_leader(b, 1, &topo(2)).await,
+            Err(StoreError::NotLeader(_))
+        ));
+        assert!(matches!(
+            store.save_topology_as_leader(a, 0, &topo(1)).await,
+            Err(StoreError::Conflict {
+                expected: 0,
+                found: 1
+            })
+        ));
+
+        // `a` stops renewing: the entry goes with its lease and `b` takes over.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        store.keep_alive(b).await.unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(store.leader().await.unwrap(), None);
+        assert!(store.acquire_leadership(b, "dashboard b").await.unwrap());
+        assert!(matches!(
+            store.save_topology_as_leader(a, 1, &topo(2)).await,
+            Err(StoreError::NotLeader(_))
+        ));
+        assert!(!store.acquire_leadership(a, "dashboard a").await.unwrap());
+        store.save_topology_as_leader(b, 1, &topo(2)).await.unwrap();
+        store.revoke_lease(b).await.unwrap();
+        assert!(matches!(
+            store.acquire_leadership(a, "dashboard a").await,
+            Err(StoreError::LeaseExpired(_))
         ));
     }
 

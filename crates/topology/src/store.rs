@@ -24,10 +24,22 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write guarded by the dashboard leadership found the leader entry
+    /// gone or held under another lease: the writer is no longer the leader.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
     /// The request itself is wrong (a topology that fails validation, a version
     /// that is not `expected + 1`, a bad proxy id or TTL): retrying cannot help.
     #[error("invalid request: {0}")]
     Invalid(String),
+}
+
+/// The dashboard leader entry: what its holder wrote, and the lease it lives
+/// under (it vanishes when that lease ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderEntry {
+    pub value: String,
+    pub lease: LeaseId,
 }
 
 /// A change to the latest known topology. `None` until one was ever written.
@@ -61,6 +73,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every registered proxy whose lease is alive, sorted by id.
     async fn list_proxies(&self) -> Result<Vec<ProxyInfo>, StoreError>;
+
+    // ---- dashboard leadership ------------------------------------------------
+
+    /// Creates the leader entry with `value` under `lease` if no leader entry
+    /// exists, in one transaction (create-if-absent), so that two dashboards
+    /// can never both succeed. `true` when the entry is held under `lease`
+    /// afterwards (also when it already was), `false` when another lease holds
+    /// it. `LeaseExpired` when the entry is free but `lease` is gone.
+    async fn acquire_leadership(&self, lease: LeaseId, value: &str) -> Result<bool, StoreError>;
+
+    /// The current leader entry, if any dashboard holds the leadership.
+    async fn leader(&self) -> Result<Option<LeaderEntry>, StoreError>;
+
+    /// [`Store::save_topology`] that also requires the leader entry to be held
+    /// under `leader_lease`, checked in the same transaction: a dashboard that
+    /// lost its leadership (and may not know it yet) can never write. Fails
+    /// with `NotLeader` when the entry is gone or another lease's, and with
+    /// `Conflict` when the version moved on.
+    async fn save_topology_as_leader(
+        &self,
+        leader_lease: LeaseId,
+        expected: u64,
+        next: &Topology,
+    ) -> Result<(), StoreError>;
 }
 
 /// The checks every store makes before a guarded topology write: the change

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardis_topology::{
-    EtcdStore, Group, ProxyInfo, SlotState, Store, StoreError, Topology, TopologyWatch,
+    EtcdStore, Group, LeaderEntry, ProxyInfo, SlotState, Store, StoreError, Topology, TopologyWatch,
 };
 use tempfile::TempDir;
 
@@ -611,6 +611,77 @@ async fn an_expired_lease_takes_its_registration_away() {
         store.keep_alive(lease).await,
         Err(StoreError::LeaseExpired(_))
     ));
+}
+
+// ---- dashboard leadership ---------------------------------------------------------
+
+#[tokio::test]
+async fn leadership_is_exclusive_and_guards_saves() {
+    let etcd = EtcdServer::start().await;
+    let store = etcd.store("c").await;
+    let other = etcd.store("c").await;
+    let a = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let b = other.grant_lease(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(store.leader().await.unwrap(), None);
+
+    // Two dashboards campaign at the same time: exactly one wins.
+    let (won_a, won_b) = tokio::join!(
+        store.acquire_leadership(a, "dashboard a"),
+        other.acquire_leadership(b, "dashboard b")
+    );
+    let (won_a, won_b) = (won_a.unwrap(), won_b.unwrap());
+    assert!(won_a ^ won_b, "a won: {won_a}, b won: {won_b}");
+    let (leader, loser) = if won_a { (a, b) } else { (b, a) };
+    let entry = store.leader().await.unwrap().unwrap();
+    assert_eq!(entry.lease, leader);
+    assert!(store.acquire_leadership(leader, "again").await.unwrap());
+    assert!(!store.acquire_leadership(loser, "again").await.unwrap());
+
+    // Saves guarded by the leadership: the loser cannot write, the leader can,
+    // and a stale version is still a conflict.
+    assert!(matches!(
+        store.save_topology_as_leader(loser, 0, &topo(1)).await,
+        Err(StoreError::NotLeader(_))
+    ));
+    assert_eq!(store.load_topology().await.unwrap(), None);
+    store
+        .save_topology_as_leader(leader, 0, &topo(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.save_topology_as_leader(leader, 0, &topo(1)).await,
+        Err(StoreError::Conflict {
+            expected: 0,
+            found: 1
+        })
+    ));
+
+    // The leader's lease ends: the entry goes, the other lease takes over and
+    // the old leader can no longer write.
+    store.revoke_lease(leader).await.unwrap();
+    assert_eq!(store.leader().await.unwrap(), None);
+    assert!(matches!(
+        store.acquire_leadership(leader, "back").await,
+        Err(StoreError::LeaseExpired(_))
+    ));
+    assert!(other.acquire_leadership(loser, "next").await.unwrap());
+    assert_eq!(
+        other.leader().await.unwrap(),
+        Some(LeaderEntry {
+            value: "next".into(),
+            lease: loser
+        })
+    );
+    assert!(matches!(
+        store.save_topology_as_leader(leader, 1, &topo(2)).await,
+        Err(StoreError::NotLeader(_))
+    ));
+    assert!(!store.acquire_leadership(leader, "back").await.unwrap());
+    other
+        .save_topology_as_leader(loser, 1, &topo(2))
+        .await
+        .unwrap();
+    assert_eq!(store.load_topology().await.unwrap(), Some(topo(2)));
 }
 
 // ---- generic helpers --------------------------------------------------------------

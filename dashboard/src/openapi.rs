@@ -1,0 +1,314 @@
+//! The OpenAPI 3 description of the API, served at `GET /api/v1/openapi.json`.
+//! Written by hand next to [`crate::routes::ROUTES`]; a test checks that
+//! both list exactly the same calls.
+
+use serde_json::{json, Value};
+
+fn error_responses(codes: &[(&str, &str)]) -> Value {
+    let mut map = serde_json::Map::new();
+    for (code, why) in codes {
+        map.insert(
+            (*code).to_string(),
+            json!({
+                "description": why,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            }),
+        );
+    }
+    Value::Object(map)
+}
+
+fn ok(code: &str, description: &str, schema: &str) -> (String, Value) {
+    (
+        code.to_string(),
+        json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+        }),
+    )
+}
+
+/// A mutating operation: token, leadership and `If-Match` apply.
+fn change(
+    summary: &str,
+    description: &str,
+    body: Option<&str>,
+    success: (String, Value),
+    errors: &[(&str, &str)],
+    params: Value,
+) -> Value {
+    let mut responses = error_responses(
+        &[
+            &[
+                ("401", "the admin token is configured and missing or wrong"),
+                ("503", "this dashboard is a standby (the error names the leader), or etcd is unreachable"),
+            ],
+            errors,
+        ]
+        .concat(),
+    );
+    if let Value::Object(map) = &mut responses {
+        map.insert(success.0, success.1);
+    }
+    let mut parameters = vec![json!({"$ref": "#/components/parameters/IfMatch"})];
+    if let Value::Array(more) = params {
+        parameters.extend(more);
+    }
+    let mut op = json!({
+        "summary": summary,
+        "description": description,
+        "security": [{"adminToken": []}],
+        "parameters": parameters,
+        "responses": responses,
+    });
+    if let (Some(schema), Value::Object(map)) = (body, &mut op) {
+        map.insert(
+            "requestBody".into(),
+            json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+            }),
+        );
+    }
+    op
+}
+
+fn read(summary: &str, description: &str, success: (String, Value), params: Value) -> Value {
+    let mut responses = error_responses(&[("503", "etcd is unreachable")]);
+    if let Value::Object(map) = &mut responses {
+        map.insert(success.0, success.1);
+    }
+    json!({
+        "summary": summary,
+        "description": description,
+        "parameters": params,
+        "responses": responses,
+    })
+}
+
+fn group_id() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "description": "group id (1 or more)",
+           "schema": {"type": "integer", "minimum": 1}})
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let not_found = ("404", "unknown group");
+    let bad = ("400", "malformed JSON, a bad address or bad slot ranges");
+    let stale = (
+        "409",
+        "not allowed in the current state, or the topology changed concurrently (stale If-Match version)",
+    );
+    let server = (
+        "502",
+        "a Redis server could not be reached or refused a command",
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "shardis-dashboard",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The control plane of a Shardis cluster: groups of Redis servers, \
+                the 1024 slots, proxies. Every error is JSON {\"error\": \"...\"}. Calls other \
+                than GET need `Authorization: Bearer <token>` when the dashboard has an admin \
+                token, and are answered only by the leader (a standby answers 503 naming it). \
+                Every change is one etcd transaction guarded by the topology version and bumps \
+                it; send `If-Match: <version>` to make a change conditional on the version you saw."
+        },
+        "components": {
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "parameters": {
+                "IfMatch": {"name": "If-Match", "in": "header", "required": false,
+                    "description": "refuse the change (409) unless the topology is still at this version",
+                    "schema": {"type": "integer"}}
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string"},
+                    "leader": {"$ref": "#/components/schemas/Leader"},
+                    "lagging": {"type": "array", "items": {"$ref": "#/components/schemas/LaggingProxy"}}}},
+                "Leader": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "addr": {"type": "string"}, "since": {"type": "integer"}}},
+                "LaggingProxy": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "addr": {"type": "string"}, "applied_version": {"type": "integer"}}},
+                "CreateGroup": {"type": "object", "required": ["id"], "properties": {
+                    "id": {"type": "integer", "minimum": 1}}},
+                "AddServer": {"type": "object", "required": ["addr"], "properties": {
+                    "addr": {"type": "string", "example": "127.0.0.1:7001"},
+                    "force": {"type": "boolean", "default": false,
+                        "description": "accept a first server (master) that holds keys or replicates another server"}}},
+                "Promote": {"type": "object", "required": ["addr"], "properties": {
+                    "addr": {"type": "string", "example": "127.0.0.1:7002"}}},
+                "AssignSlots": {"type": "object", "required": ["slots", "group"], "properties": {
+                    "slots": {"type": "string", "example": "0-99,200,300-310"},
+                    "group": {"type": "integer", "minimum": 1}}},
+                "Replication": {"type": "object", "description": "the server's INFO replication", "properties": {
+                    "role": {"type": "string", "enum": ["master", "slave"]},
+                    "master": {"type": "string"}, "master_link_status": {"type": "string"},
+                    "master_last_io_seconds_ago": {"type": "integer"},
+                    "master_sync_in_progress": {"type": "boolean"},
+                    "slave_repl_offset": {"type": "integer"}, "master_repl_offset": {"type": "integer"},
+                    "connected_replicas": {"type": "integer"},
+                    "replicas": {"type": "array", "items": {"type": "object", "properties": {
+                        "addr": {"type": "string"}, "state": {"type": "string"},
+                        "offset": {"type": "integer"}, "lag": {"type": "integer"}}}}}},
+                "Server": {"type": "object", "properties": {
+                    "addr": {"type": "string"}, "role": {"type": "string", "enum": ["master", "replica"]},
+                    "replication": {"$ref": "#/components/schemas/Replication"},
+                    "lag_bytes": {"type": "integer"}, "keys": {"type": "integer"},
+                    "error": {"type": "string"}}},
+                "Group": {"type": "object", "properties": {
+                    "id": {"type": "integer"},
+                    "servers": {"type": "array", "items": {"$ref": "#/components/schemas/Server"}},
+                    "slots": {"type": "string", "example": "0-511"}, "slot_count": {"type": "integer"}}},
+                "Groups": {"type": "object", "properties": {
+                    "version": {"type": "integer"},
+                    "groups": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}}}},
+                "Slots": {"type": "object", "properties": {
+                    "version": {"type": "integer"},
+                    "slots": {"type": "array", "items": {"type": "object", "properties": {
+                        "slot": {"type": "integer"},
+                        "state": {"type": "string", "enum": ["unassigned", "normal", "held", "migrating"]},
+                        "group": {"type": "integer", "nullable": true},
+                        "target": {"type": "integer"}}}}}},
+                "Proxy": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "addr": {"type": "string"}, "admin_addr": {"type": "string"},
+                    "pid": {"type": "integer"}, "start_time": {"type": "integer"},
+                    "uptime_secs": {"type": "integer"}, "applied_version": {"type": "integer"},
+                    "lagging": {"type": "boolean"}, "healthy": {"type": "boolean"},
+                    "health": {"type": "string"}}},
+                "Proxies": {"type": "object", "properties": {
+                    "version": {"type": "integer"},
+                    "proxies": {"type": "array", "items": {"$ref": "#/components/schemas/Proxy"}}}},
+                "Barrier": {"type": "object", "properties": {
+                    "version": {"type": "integer"}, "proxies": {"type": "integer"}}},
+                "Overview": {"type": "object", "properties": {
+                    "cluster": {"type": "string"}, "version": {"type": "integer"},
+                    "dashboard": {"type": "object", "properties": {
+                        "id": {"type": "string"}, "addr": {"type": "string"},
+                        "role": {"type": "string", "enum": ["leader", "standby"]},
+                        "leader": {"$ref": "#/components/schemas/Leader"}}},
+                    "groups": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}},
+                    "unassigned_slots": {"type": "string"}, "busy_slots": {"type": "string"},
+                    "proxies": {"type": "array", "items": {"$ref": "#/components/schemas/Proxy"}}}},
+                "Change": {"type": "object", "properties": {
+                    "version": {"type": "integer", "description": "the topology version the change produced"},
+                    "message": {"type": "string"},
+                    "warnings": {"type": "array", "items": {"type": "string"}},
+                    "replication": {"$ref": "#/components/schemas/Replication"}}},
+                "PromoteResult": {"type": "object", "properties": {
+                    "group": {"type": "integer"}, "master": {"type": "string"},
+                    "old_master": {"type": "string"}, "version": {"type": "integer"},
+                    "failover": {"type": "boolean",
+                        "description": "the old master was unreachable: writes it had not replicated may be lost"},
+                    "steps": {"type": "array", "items": {"type": "string"}},
+                    "warnings": {"type": "array", "items": {"type": "string"}},
+                    "lagging": {"type": "array", "items": {"$ref": "#/components/schemas/LaggingProxy"}}}}
+            }
+        },
+        "paths": {
+            "/healthz": {
+                "get": {"summary": "liveness", "responses": {"200": {"description": "the process answers"}}}
+            },
+            "/api/v1/openapi.json": {
+                "get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3"}}}
+            },
+            "/api/v1/overview": {
+                "get": read("everything `shardis status` shows",
+                    "Cluster name, topology version, this dashboard's role (leader or standby) and the leader, \
+                     groups with their servers, roles and replication state, slot ranges per group, proxies.",
+                    ok("200", "the overview", "Overview"), json!([]))
+            },
+            "/api/v1/groups": {
+                "get": read("list groups",
+                    "Every group with its servers (master first), their replication state as Redis reports it, \
+                     and the group's slot ranges.",
+                    ok("200", "the groups", "Groups"), json!([])),
+                "post": change("create a group", "Creates an empty group with the given id (1 or more).",
+                    Some("CreateGroup"), ok("201", "created", "Change"),
+                    &[bad, ("409", "the group exists"), stale], json!([]))
+            },
+            "/api/v1/groups/{id}": {
+                "delete": change("delete a group", "Only a group that owns no slots can be deleted; its servers are left running.",
+                    None, ok("200", "deleted", "Change"),
+                    &[bad, not_found, ("409", "the group still owns slots"), stale], json!([group_id()]))
+            },
+            "/api/v1/groups/{id}/servers": {
+                "post": change("add a server to a group",
+                    "The group's first server becomes its master and must hold no keys (DBSIZE 0) unless \
+                     \"force\": true. Every further server is made a replica of the master with REPLICAOF, \
+                     which DISCARDS ALL DATA the server held; the answer shows its replication state. \
+                     The dashboard's backend credentials are set as the replica's masteruser/masterauth.",
+                    Some("AddServer"), ok("201", "added", "Change"),
+                    &[bad, not_found, ("409", "the server is in a group already, or a would-be master holds keys"), stale, server],
+                    json!([group_id()]))
+            },
+            "/api/v1/groups/{id}/servers/{addr}": {
+                "delete": change("remove a server from a group",
+                    "A replica is detached (REPLICAOF NO ONE; its data is kept). A master can only be removed \
+                     when it is the group's last server and the group owns no slots: otherwise promote another \
+                     server first.",
+                    None, ok("200", "removed", "Change"),
+                    &[bad, ("404", "unknown group, or the server is not in it"), ("409", "the server is a master that cannot go now"), stale],
+                    json!([group_id(), {"name": "addr", "in": "path", "required": true,
+                        "schema": {"type": "string", "example": "127.0.0.1:7002"}}]))
+            },
+            "/api/v1/groups/{id}/promote": {
+                "post": change("promote a replica to master",
+                    "Planned switchover that loses nothing: the group's slots are held on every proxy \
+                     (barrier), the replica catches up with the master's replication offset, becomes master \
+                     (REPLICAOF NO ONE), the proxies switch to it and the slots are released (barrier), and \
+                     the old master becomes its replica. If the old master is unreachable it is a failover: \
+                     the answer says that writes the old master had not replicated may be lost. A failure \
+                     before the switch releases the slots again and changes nothing else.",
+                    Some("Promote"), ok("200", "promoted", "PromoteResult"),
+                    &[bad, not_found,
+                      ("409", "the server is not a replica of the group, a promotion of the group is running, or stale version"),
+                      server,
+                      ("504", "the proxies did not all hold the slots in time (the error lists them), or the replica did not catch up; slots released, nothing changed")],
+                    json!([group_id()]))
+            },
+            "/api/v1/slots": {
+                "get": read("list all 1024 slots", "Each slot's state, owning group and, when migrating, target group.",
+                    ok("200", "the slots", "Slots"), json!([]))
+            },
+            "/api/v1/slots/assign": {
+                "post": change("assign unassigned slots to a group",
+                    "For bootstrapping: gives unassigned slots to a group that has a master. Owned slots are \
+                     never moved here (that is a migration): if any given slot is owned, nothing changes.",
+                    Some("AssignSlots"), ok("200", "assigned", "Change"),
+                    &[("400", "bad, overlapping or out-of-range slot ranges"), not_found,
+                      ("409", "some slots are assigned already, or the group has no servers; or stale version")],
+                    json!([]))
+            },
+            "/api/v1/proxies": {
+                "get": read("list proxies",
+                    "Every proxy registered under a live etcd lease: addresses, uptime, the topology version \
+                     it has applied (and drained), whether it lags the current version, and its /readyz health.",
+                    ok("200", "the proxies", "Proxies"), json!([]))
+            },
+            "/api/v1/barrier": {
+                "get": {
+                    "summary": "wait until every live proxy applied a topology version",
+                    "description": "Answers 200 once every proxy with a live lease reports the version as applied, \
+                        or 504 after the timeout with the lagging proxies listed.",
+                    "parameters": [
+                        {"name": "version", "in": "query", "required": false,
+                         "description": "default: the current topology version", "schema": {"type": "integer"}},
+                        {"name": "timeout_ms", "in": "query", "required": false,
+                         "description": "default: the configured barrier timeout; at most 300000",
+                         "schema": {"type": "integer"}}
+                    ],
+                    "responses": {
+                        "200": {"description": "every live proxy applied it",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Barrier"}}}},
+                        "400": {"description": "bad query",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                        "504": {"description": "some proxies lag (listed in `lagging`)",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                    }
+                }
+            }
+        }
+    })
+}
