@@ -38,13 +38,29 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let table = s.router.load();
     if !s.ready.load(Ordering::SeqCst) {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: registering or loading the topology\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: registering or loading the topology\n",
+        )
+            .into_response()
     } else if table.version == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no topology in etcd yet\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no topology in etcd yet\n",
+        )
+            .into_response()
     } else if table.fenced {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: lost the etcd lease (fenced)\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: lost the etcd lease (fenced)\n",
+        )
+            .into_response()
     } else if *s.shutdown.borrow() {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+            .into_response()
     } else {
         format!("ready: topology version {}\n", table.version).into_response()
     }
@@ -96,7 +112,11 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
             })
         })
         .collect();
-    let slot_ops: Vec<u64> = st.slot_ops.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let slot_ops: Vec<u64> = st
+        .slot_ops
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
     Json(json!({
         "id": s.proxy_id,
         "cluster": s.config.cluster,
@@ -124,22 +144,70 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
     let st = &s.stats;
     let id = escape(&s.proxy_id);
-    let _ = writeln!(out, "# HELP shardis_proxy_info Static facts about this proxy.\n# TYPE shardis_proxy_info gauge");
+    let _ = writeln!(
+        out,
+        "# HELP shardis_proxy_info Static facts about this proxy.\n# TYPE shardis_proxy_info gauge"
+    );
     let _ = writeln!(
         out,
         "shardis_proxy_info{{id=\"{id}\",cluster=\"{}\",version=\"{}\"}} 1",
         escape(&s.config.cluster),
         env!("CARGO_PKG_VERSION")
     );
-    gauge(&mut out, "shardis_topology_version", "Topology version this proxy has applied.", s.router.load().version as f64);
-    gauge(&mut out, "shardis_fenced", "1 while the proxy refuses requests because it lost its etcd lease.", if s.router.is_fenced() { 1.0 } else { 0.0 });
-    gauge(&mut out, "shardis_uptime_seconds", "Seconds since the proxy started.", s.started.elapsed().as_secs_f64());
-    gauge(&mut out, "shardis_sessions", "Client connections open now.", st.sessions_current.load(Ordering::Relaxed) as f64);
-    counter(&mut out, "shardis_sessions_total", "Client connections accepted.", st.sessions_total.load(Ordering::Relaxed));
-    counter(&mut out, "shardis_sessions_rejected_total", "Client connections refused at max_clients.", st.sessions_rejected.load(Ordering::Relaxed));
-    counter(&mut out, "shardis_ops_total", "Requests answered.", st.ops_total.load(Ordering::Relaxed));
-    counter(&mut out, "shardis_errors_total", "Requests answered with an error.", st.errors_total.load(Ordering::Relaxed));
-    gauge(&mut out, "shardis_memory_budget_used_bytes", "Bytes of large buffers charged to the global budget.", s.budget.used() as f64);
+    gauge(
+        &mut out,
+        "shardis_topology_version",
+        "Topology version this proxy has applied.",
+        s.router.load().version as f64,
+    );
+    gauge(
+        &mut out,
+        "shardis_fenced",
+        "1 while the proxy refuses requests because it lost its etcd lease.",
+        if s.router.is_fenced() { 1.0 } else { 0.0 },
+    );
+    gauge(
+        &mut out,
+        "shardis_uptime_seconds",
+        "Seconds since the proxy started.",
+        s.started.elapsed().as_secs_f64(),
+    );
+    gauge(
+        &mut out,
+        "shardis_sessions",
+        "Client connections open now.",
+        st.sessions_current.load(Ordering::Relaxed) as f64,
+    );
+    counter(
+        &mut out,
+        "shardis_sessions_total",
+        "Client connections accepted.",
+        st.sessions_total.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "shardis_sessions_rejected_total",
+        "Client connections refused at max_clients.",
+        st.sessions_rejected.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "shardis_ops_total",
+        "Requests answered.",
+        st.ops_total.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "shardis_errors_total",
+        "Requests answered with an error.",
+        st.errors_total.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "shardis_memory_budget_used_bytes",
+        "Bytes of large buffers charged to the global budget.",
+        s.budget.used() as f64,
+    );
 
     let table = commands::table();
     let used: Vec<_> = st
@@ -151,38 +219,83 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .collect();
     let _ = writeln!(out, "# HELP shardis_commands_total Requests per command.\n# TYPE shardis_commands_total counter");
     for (name, c) in &used {
-        let _ = writeln!(out, "shardis_commands_total{{cmd=\"{name}\"}} {}", c.calls.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "shardis_commands_total{{cmd=\"{name}\"}} {}",
+            c.calls.load(Ordering::Relaxed)
+        );
     }
     let _ = writeln!(out, "# HELP shardis_command_errors_total Error replies per command.\n# TYPE shardis_command_errors_total counter");
     for (name, c) in &used {
-        let _ = writeln!(out, "shardis_command_errors_total{{cmd=\"{name}\"}} {}", c.errors.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "shardis_command_errors_total{{cmd=\"{name}\"}} {}",
+            c.errors.load(Ordering::Relaxed)
+        );
     }
     let _ = writeln!(out, "# HELP shardis_command_duration_seconds Time from reading a request to its reply being ready.\n# TYPE shardis_command_duration_seconds histogram");
     for (name, c) in &used {
-        histogram(&mut out, "shardis_command_duration_seconds", &format!("cmd=\"{name}\""), &c.latency);
+        histogram(
+            &mut out,
+            "shardis_command_duration_seconds",
+            &format!("cmd=\"{name}\""),
+            &c.latency,
+        );
     }
     let servers = s.router.servers();
     let _ = writeln!(out, "# HELP shardis_backend_requests_total Requests sent per backend server.\n# TYPE shardis_backend_requests_total counter");
     for srv in &servers {
-        let _ = writeln!(out, "shardis_backend_requests_total{{backend=\"{}\"}} {}", escape(&srv.stats.addr), srv.stats.requests.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "shardis_backend_requests_total{{backend=\"{}\"}} {}",
+            escape(&srv.stats.addr),
+            srv.stats.requests.load(Ordering::Relaxed)
+        );
     }
     let _ = writeln!(out, "# HELP shardis_backend_errors_total Error replies and failed requests per backend server.\n# TYPE shardis_backend_errors_total counter");
     for srv in &servers {
-        let _ = writeln!(out, "shardis_backend_errors_total{{backend=\"{}\"}} {}", escape(&srv.stats.addr), srv.stats.errors.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "shardis_backend_errors_total{{backend=\"{}\"}} {}",
+            escape(&srv.stats.addr),
+            srv.stats.errors.load(Ordering::Relaxed)
+        );
     }
     let _ = writeln!(out, "# HELP shardis_backend_inflight Batches in flight per backend server.\n# TYPE shardis_backend_inflight gauge");
     for srv in &servers {
-        let _ = writeln!(out, "shardis_backend_inflight{{backend=\"{}\"}} {}", escape(&srv.stats.addr), srv.stats.inflight.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "shardis_backend_inflight{{backend=\"{}\"}} {}",
+            escape(&srv.stats.addr),
+            srv.stats.inflight.load(Ordering::Relaxed)
+        );
     }
     let _ = writeln!(out, "# HELP shardis_backend_up 1 when a connection to the backend server is established.\n# TYPE shardis_backend_up gauge");
     for srv in &servers {
-        let _ = writeln!(out, "shardis_backend_up{{backend=\"{}\"}} {}", escape(&srv.stats.addr), u8::from(srv.is_up()));
+        let _ = writeln!(
+            out,
+            "shardis_backend_up{{backend=\"{}\"}} {}",
+            escape(&srv.stats.addr),
+            u8::from(srv.is_up())
+        );
     }
     let _ = writeln!(out, "# HELP shardis_backend_duration_seconds Backend round trip per batch.\n# TYPE shardis_backend_duration_seconds histogram");
     for srv in &servers {
-        histogram(&mut out, "shardis_backend_duration_seconds", &format!("backend=\"{}\"", escape(&srv.stats.addr)), &srv.stats.latency);
+        histogram(
+            &mut out,
+            "shardis_backend_duration_seconds",
+            &format!("backend=\"{}\"", escape(&srv.stats.addr)),
+            &srv.stats.latency,
+        );
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
@@ -190,7 +303,10 @@ fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
 }
 
 fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
@@ -208,5 +324,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
 
 /// Label values: backslash, quote and newline escaped.
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -156,17 +156,20 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(
-        addr: &str,
-        n: usize,
-        opts: Arc<BackendOptions>,
-        facts: Arc<ServerFacts>,
-    ) -> Server {
+    pub fn new(addr: &str, n: usize, opts: Arc<BackendOptions>, facts: Arc<ServerFacts>) -> Server {
         let addr: Arc<str> = addr.into();
         let stats = Arc::new(BackendStats::new(&addr));
         let make = |proto| {
             (0..n.max(1))
-                .map(|_| spawn_conn(addr.clone(), proto, opts.clone(), facts.clone(), stats.clone()))
+                .map(|_| {
+                    spawn_conn(
+                        addr.clone(),
+                        proto,
+                        opts.clone(),
+                        facts.clone(),
+                        stats.clone(),
+                    )
+                })
                 .collect()
         };
         Server {
@@ -189,7 +192,7 @@ impl Server {
         // `Server::new` never builds an empty list.
         match conns.get(i) {
             Some(c) => c,
-            None => &self.resp2[0],
+            None => no_connections(&self.addr),
         }
     }
 
@@ -201,6 +204,12 @@ impl Server {
     pub fn is_up(&self) -> bool {
         self.all_conns().any(BackendConn::is_up)
     }
+}
+
+#[cold]
+fn no_connections(addr: &str) -> ! {
+    // `Server::new` builds at least one connection per protocol.
+    panic!("no backend connections for {addr}")
 }
 
 fn spawn_conn(
@@ -356,7 +365,7 @@ impl ConnTask {
         encode_command(&mut out, args.iter());
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
 
-        let mut scanner = ReplyScanner::new(self.opts.limits.clone());
+        let mut scanner = ReplyScanner::new(self.opts.limits);
         let mut buf = BytesMut::with_capacity(1024);
         let reply = loop {
             if let Some(r) = scanner.next_reply(&mut buf).map_err(|e| e.to_string())? {
@@ -383,7 +392,7 @@ impl ConnTask {
         let mut inflight: VecDeque<Inflight> = VecDeque::new();
         let mut wbuf = BytesMut::new();
         let mut rbuf = BytesMut::new();
-        let mut scanner = ReplyScanner::new(self.opts.limits.clone());
+        let mut scanner = ReplyScanner::new(self.opts.limits);
         let read_timeout = self.opts.read_timeout;
         let mut last_progress = Instant::now();
         let mut pending = first;
@@ -414,7 +423,9 @@ impl ConnTask {
                     last_progress = Instant::now();
                 }
                 wbuf.extend_from_slice(&batch.payload);
-                self.stats.requests.fetch_add(batch.count as u64, Ordering::Relaxed);
+                self.stats
+                    .requests
+                    .fetch_add(batch.count as u64, Ordering::Relaxed);
                 inflight.push_back(Inflight {
                     remaining: batch.count,
                     replies: Vec::with_capacity(batch.count as usize),

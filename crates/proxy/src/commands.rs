@@ -18,7 +18,11 @@ pub enum KeySpec {
     None,
     /// Keys at `first..=last` (negative `last` counts from the end: -1 is the
     /// last argument), every `step`.
-    Range { first: usize, last: i32, step: usize },
+    Range {
+        first: usize,
+        last: i32,
+        step: usize,
+    },
     /// `numkeys` at position `at`, keys right after it; `dest` is an extra
     /// key before it (ZUNIONSTORE dest numkeys k…).
     NumKeys { at: usize, dest: bool },
@@ -64,7 +68,10 @@ pub enum Route {
     Slot,
     /// Keys may span groups: one sub-command per group, replies merged.
     /// `step` is the number of arguments per key (2 for MSET).
-    Fanout { merge: Merge, step: usize },
+    Fanout {
+        merge: Merge,
+        step: usize,
+    },
     /// Sent to every group's master, replies merged (DBSIZE).
     AllMasters(Merge),
     Local(Local),
@@ -137,7 +144,8 @@ const NOT_SHARDED: &str =
 const CONN_STATE: &str =
     "it changes connection state, and backend connections are shared by many clients";
 const BLOCKING: &str = "blocking commands would stall a backend connection shared by many clients";
-const ADMIN: &str = "server administration goes to the Redis servers directly, not through the proxy";
+const ADMIN: &str =
+    "server administration goes to the Redis servers directly, not through the proxy";
 
 macro_rules! table {
     ($( $name:literal, $arity:expr, $flags:expr, $keys:expr, $route:expr; )*) => {
@@ -486,7 +494,7 @@ pub fn key_positions<A: AsRef<[u8]>>(
                 out.push(i);
                 i += step;
             }
-            if step > 1 && (n - first) % step != 0 {
+            if step > 1 && !(n - first).is_multiple_of(step) {
                 return Err(arity_error(cmd.name));
             }
         }
@@ -531,7 +539,7 @@ pub fn key_positions<A: AsRef<[u8]>>(
                 ));
             }
             let rest = n - pos - 1;
-            if rest == 0 || rest % 2 != 0 {
+            if rest == 0 || !rest.is_multiple_of(2) {
                 return Err("ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.".into());
             }
             out.extend(pos + 1..pos + 1 + rest / 2);
@@ -563,10 +571,10 @@ pub fn key_positions<A: AsRef<[u8]>>(
             out.push(1);
             for (i, a) in args.iter().enumerate().skip(2) {
                 let a = a.as_ref();
-                if a.eq_ignore_ascii_case(b"store") || a.eq_ignore_ascii_case(b"storedist") {
-                    if i + 1 < n {
-                        out.push(i + 1);
-                    }
+                if (a.eq_ignore_ascii_case(b"store") || a.eq_ignore_ascii_case(b"storedist"))
+                    && i + 1 < n
+                {
+                    out.push(i + 1);
                 }
             }
         }
@@ -595,7 +603,9 @@ mod tests {
     fn lookup_ignores_case_and_refuses_unknown() {
         assert_eq!(table().lookup(b"GeT").unwrap().name, "get");
         assert!(table().lookup(b"nosuchcommand").is_none());
-        assert!(table().lookup(b"averyveryveryverylongcommandname").is_none());
+        assert!(table()
+            .lookup(b"averyveryveryverylongcommandname")
+            .is_none());
         assert!(table().lookup(b"").is_none());
     }
 
@@ -619,32 +629,50 @@ mod tests {
             .collect();
         for c in table().all() {
             let upper = c.name.to_ascii_uppercase();
-            assert!(words.contains(upper.as_str()), "README.md does not mention {upper}");
+            assert!(
+                words.contains(upper.as_str()),
+                "README.md does not mention {upper}"
+            );
         }
     }
 
     #[test]
     fn key_positions_per_spec() {
         assert_eq!(positions("get", &["a"]).unwrap(), vec![1]);
-        assert_eq!(positions("mset", &["a", "1", "b", "2"]).unwrap(), vec![1, 3]);
+        assert_eq!(
+            positions("mset", &["a", "1", "b", "2"]).unwrap(),
+            vec![1, 3]
+        );
         assert!(positions("mset", &["a", "1", "b"]).is_err());
-        assert_eq!(positions("bitop", &["and", "d", "a", "b"]).unwrap(), vec![2, 3, 4]);
+        assert_eq!(
+            positions("bitop", &["and", "d", "a", "b"]).unwrap(),
+            vec![2, 3, 4]
+        );
         assert_eq!(
             positions("zunionstore", &["d", "2", "a", "b", "weights", "1", "2"]).unwrap(),
             vec![1, 3, 4]
         );
         assert!(positions("zunionstore", &["d", "3", "a"]).is_err());
-        assert_eq!(positions("eval", &["s", "2", "a", "b", "x"]).unwrap(), vec![3, 4]);
+        assert_eq!(
+            positions("eval", &["s", "2", "a", "b", "x"]).unwrap(),
+            vec![3, 4]
+        );
         assert!(positions("eval", &["s", "0"]).is_err());
         assert_eq!(
             positions("xread", &["count", "2", "streams", "a", "b", "0", "0"]).unwrap(),
             vec![4, 5]
         );
         assert!(positions("xread", &["block", "0", "streams", "a", "0"]).is_err());
-        assert_eq!(positions("sort", &["l", "limit", "0", "1", "store", "d"]).unwrap(), vec![1, 6]);
+        assert_eq!(
+            positions("sort", &["l", "limit", "0", "1", "store", "d"]).unwrap(),
+            vec![1, 6]
+        );
         assert!(positions("sort", &["l", "by", "w_*"]).is_err());
         assert_eq!(positions("sort", &["l", "by", "nosort"]).unwrap(), vec![1]);
         assert_eq!(positions("object", &["encoding", "k"]).unwrap(), vec![2]);
-        assert_eq!(positions("lmpop", &["2", "a", "b", "left"]).unwrap(), vec![2, 3]);
+        assert_eq!(
+            positions("lmpop", &["2", "a", "b", "left"]).unwrap(),
+            vec![2, 3]
+        );
     }
 }

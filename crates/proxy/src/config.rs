@@ -109,7 +109,10 @@ impl Config {
         if self.max_pipeline == 0 || self.max_clients == 0 {
             return Err("max_pipeline and max_clients must be positive".into());
         }
-        for (name, addr) in [("listen", &self.listen), ("admin_listen", &self.admin_listen)] {
+        for (name, addr) in [
+            ("listen", &self.listen),
+            ("admin_listen", &self.admin_listen),
+        ] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!("{name} {addr:?} is not an ip:port address"));
             }
@@ -131,7 +134,8 @@ impl Config {
     }
 
     pub fn client_idle_timeout(&self) -> Option<Duration> {
-        (self.client_idle_timeout_secs > 0).then(|| Duration::from_secs(self.client_idle_timeout_secs))
+        (self.client_idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.client_idle_timeout_secs))
     }
 
     pub fn lease_ttl(&self) -> Duration {
@@ -211,11 +215,15 @@ mod tests {
 
     #[test]
     fn validate_rejects_bad_values() {
-        let mut c = Config::default();
-        c.cluster = "a/b".into();
+        let c = Config {
+            cluster: "a/b".into(),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.listen = "nowhere".into();
+        let c = Config {
+            listen: "nowhere".into(),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 }

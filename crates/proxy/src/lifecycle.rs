@@ -99,7 +99,11 @@ pub async fn run_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Re
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let proxy_id = if config.id.is_empty() {
-        format!("p{}-{:x}", addr.port(), start_time.as_millis() & 0xffff_ffff)
+        format!(
+            "p{}-{:x}",
+            addr.port(),
+            start_time.as_millis() & 0xffff_ffff
+        )
     } else {
         config.id.clone()
     };
@@ -146,7 +150,10 @@ pub async fn run_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Re
     });
     // 1. Register, 2. load, 3. follow.
     reg.register().await.context("registering in etcd")?;
-    let topology = store.watch_topology().await.context("loading the topology")?;
+    let topology = store
+        .watch_topology()
+        .await
+        .context("loading the topology")?;
     let current = topology.borrow().clone();
     if let Some(t) = current {
         shared.router.apply(&t).await;
@@ -185,7 +192,10 @@ impl Registration {
     /// Takes a fresh lease and writes the registration under it.
     async fn register(&self) -> Result<(), StoreError> {
         let mut st = self.state.lock().await;
-        let lease = self.store.grant_lease(self.shared.config.lease_ttl()).await?;
+        let lease = self
+            .store
+            .grant_lease(self.shared.config.lease_ttl())
+            .await?;
         st.lease = lease;
         st.info.lease = lease;
         self.store.put_proxy(lease, &st.info).await?;
@@ -295,7 +305,11 @@ async fn keep_alive(reg: Arc<Registration>, topology: shardis_topology::Topology
 }
 
 /// Accepts clients until shutdown, then drains and leaves.
-async fn serve(listener: TcpListener, shared: Arc<Shared>, reg: Arc<Registration>) -> anyhow::Result<()> {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    reg: Arc<Registration>,
+) -> anyhow::Result<()> {
     let mut shutdown = shared.shutdown.subscribe();
     let mut next_id: u64 = 1;
     loop {

@@ -51,7 +51,10 @@ impl Session {
                 self.authed = self.shared.config.password.is_none();
                 plan.local(cmd.index, Bytes::from_static(b"+RESET\r\n"));
             }
-            Local::Select => match std::str::from_utf8(arg(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
+            Local::Select => match std::str::from_utf8(arg(1))
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
                 Some(0) => plan.local(cmd.index, Bytes::from_static(b"+OK\r\n")),
                 Some(_) => plan.error(
                     cmd.index,
@@ -154,7 +157,10 @@ impl Session {
         let mut proto = self.proto;
         let mut i = 1;
         if let Some(v) = args.get(1) {
-            match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+            match std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
                 Some(2) => proto = Protocol::Resp2,
                 Some(3) => proto = Protocol::Resp3,
                 Some(_) => {
@@ -162,7 +168,10 @@ impl Session {
                     return;
                 }
                 None => {
-                    plan.error(cmd.index, "ERR Protocol version is not an integer or out of range");
+                    plan.error(
+                        cmd.index,
+                        "ERR Protocol version is not an integer or out of range",
+                    );
                     return;
                 }
             }
@@ -183,7 +192,10 @@ impl Session {
             } else {
                 plan.error(
                     cmd.index,
-                    &format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(opt)),
+                    &format!(
+                        "ERR Syntax error in HELLO option '{}'",
+                        String::from_utf8_lossy(opt)
+                    ),
                 );
                 return;
             }
@@ -200,7 +212,10 @@ impl Session {
         }
         if let Some(name) = setname {
             if !valid_client_text(name) {
-                plan.error(cmd.index, "ERR Client names cannot contain spaces, newlines or special characters.");
+                plan.error(
+                    cmd.index,
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
                 return;
             }
             self.name = (!name.is_empty()).then(|| name.clone());
@@ -319,7 +334,11 @@ impl Session {
     }
 
     fn client_line(&self) -> String {
-        let name = |b: &Option<Bytes>| b.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+        let name = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default()
+        };
         format!(
             "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
@@ -336,7 +355,10 @@ impl Session {
     fn command(&mut self, cmd: &Command, req: &Request, plan: &mut Plan) {
         let args = &req.args;
         let table = commands::table();
-        let sub = args.get(1).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+        let sub = args
+            .get(1)
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
         match sub.as_slice() {
             b"" => {
                 let all = table.served().map(command_info).collect();

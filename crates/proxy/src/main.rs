@@ -6,7 +6,11 @@ use clap::Parser;
 use shardis_proxy::{Config, DEFAULT_CONFIG};
 
 #[derive(Parser, Debug)]
-#[command(name = "shardis-proxy", version, about = "Shardis: a Redis sharding proxy")]
+#[command(
+    name = "shardis-proxy",
+    version,
+    about = "Shardis: a Redis sharding proxy"
+)]
 struct Args {
     /// TOML configuration file (flags override it).
     #[arg(long, short = 'c', env = "SHARDIS_PROXY_CONFIG")]
@@ -121,7 +125,9 @@ fn main() {
     };
     // One thread: a current-thread runtime has no work-stealing overhead.
     let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)

@@ -150,7 +150,10 @@ impl Router {
             tokio::time::sleep(Duration::from_millis(1)).await;
             waited += Duration::from_millis(1);
             if waited == Duration::from_secs(5) {
-                tracing::warn!(version, "still waiting for sessions to release the old slot table");
+                tracing::warn!(
+                    version,
+                    "still waiting for sessions to release the old slot table"
+                );
             }
         }
         drop(old);
@@ -216,8 +219,9 @@ impl Router {
         let table = self.load();
         let mut servers = self.servers.lock();
         servers.retain(|addr, _| {
-            table.slots.iter().any(|r| matches!(r, SlotRoute::Serve { server, .. } if &*server.addr == addr.as_str()))
-                || table.masters.iter().any(|(_, s)| &*s.addr == addr.as_str())
+            table.slots.iter().any(
+                |r| matches!(r, SlotRoute::Serve { server, .. } if &*server.addr == addr.as_str()),
+            ) || table.masters.iter().any(|(_, s)| &*s.addr == addr.as_str())
         });
     }
 }

@@ -15,15 +15,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use shardis_resp::{
-    array_elements, reply_integer, reply_is_error, write_array_header, write_bulk,
-    write_error, write_integer, Protocol, Request, RequestDecoder,
+    array_elements, reply_integer, reply_is_error, write_array_header, write_bulk, write_error,
+    write_integer, Protocol, Request, RequestDecoder,
 };
 use shardis_topology::slot_of;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::backend::{Batch, BatchReply, BackendError, Server};
+use crate::backend::{BackendError, Batch, BatchReply, Server};
 use crate::commands::{self, Command, Merge, Route};
 use crate::router::{SlotRoute, SlotTable};
 use crate::Shared;
@@ -174,7 +174,9 @@ fn unreachable_batch(len: usize) -> ! {
 pub(crate) enum Step {
     Done,
     /// The request's slot is held: wait for the next topology (bounded).
-    Stall { slot: u16 },
+    Stall {
+        slot: u16,
+    },
 }
 
 pub(crate) struct Session {
@@ -202,7 +204,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64) -> Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: u64,
+    ) -> Session {
         let limits = shared.config.limits();
         let authed = shared.config.password.is_none();
         Session {
@@ -268,22 +275,22 @@ impl Session {
                 && self.stalled.is_none()
                 && self.pending_requests < max_pipeline
                 && !over_budget;
-            let waiting_reply = self.pending.front().is_some_and(|p| !p.resolved())
-                && self.wbuf.len() < WRITE_HIGH;
+            let waiting_reply =
+                self.pending.front().is_some_and(|p| !p.resolved()) && self.wbuf.len() < WRITE_HIGH;
             let idle_deadline = match idle {
-                Some(d) if self.pending.is_empty() && self.stalled.is_none() => Some(last_activity + d),
+                Some(d) if self.pending.is_empty() && self.stalled.is_none() => {
+                    Some(last_activity + d)
+                }
                 _ => None,
             };
             let stall_deadline = self.stalled.as_ref().map(|s| s.1);
             // Over budget: look again shortly (sessions releasing memory do
             // not notify).
-            let budget_retry = (over_budget && !self.closing)
-                .then(|| Instant::now() + Duration::from_millis(10));
+            let budget_retry =
+                (over_budget && !self.closing).then(|| Instant::now() + Duration::from_millis(10));
             tokio::select! {
                 biased;
-                r = wait_front(&mut self.pending), if waiting_reply => {
-                    let _ = r;
-                }
+                _ = wait_front(&mut self.pending), if waiting_reply => {}
                 r = self.stream.readable(), if can_read => {
                     if r.is_err() { break; }
                     match self.read() {
@@ -318,7 +325,10 @@ impl Session {
     }
 
     fn read(&mut self) -> io::Result<usize> {
-        let want = self.decoder.pending_hint().max(READ_CHUNK).min(16 * 1024 * 1024);
+        let want = self
+            .decoder
+            .pending_hint()
+            .clamp(READ_CHUNK, 16 * 1024 * 1024);
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK.min(want) {
             let grown = self.rbuf.len() + want;
             if grown > FREE_BUFFER {
@@ -399,7 +409,11 @@ impl Session {
             if plan.entries.len() >= 4096 {
                 break;
             }
-            if plan.entries.iter().any(|e| matches!(e.kind, EntryKind::Close(_))) {
+            if plan
+                .entries
+                .iter()
+                .any(|e| matches!(e.kind, EntryKind::Close(_)))
+            {
                 self.closing = true;
                 break;
             }
@@ -425,9 +439,7 @@ impl Session {
                     .map_or(usize::MAX, |c| c.index);
                 plan.error(
                     cmd,
-                    &format!(
-                        "TRYAGAIN slot {slot} is held for a topology change; retry shortly"
-                    ),
+                    &format!("TRYAGAIN slot {slot} is held for a topology change; retry shortly"),
                 );
             }
             Step::Stall { slot } => {
@@ -491,7 +503,10 @@ impl Session {
             // this port) is cut off instead of being answered line by line.
             if name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:") {
                 tracing::warn!(peer = %self.peer, "HTTP request on the Redis port: closing");
-                plan.close(usize::MAX, error_bytes("ERR this is a Redis port, not HTTP"));
+                plan.close(
+                    usize::MAX,
+                    error_bytes("ERR this is a Redis port, not HTTP"),
+                );
                 return Step::Done;
             }
             plan.error(usize::MAX, &unknown_command(req));
@@ -521,7 +536,10 @@ impl Session {
                 Step::Done
             }
             _ if !table.loaded => {
-                plan.error(cmd.index, "ERR shardis-proxy has not loaded the cluster topology yet");
+                plan.error(
+                    cmd.index,
+                    "ERR shardis-proxy has not loaded the cluster topology yet",
+                );
                 Step::Done
             }
             _ if table.fenced => {
@@ -579,7 +597,13 @@ impl Session {
         }
     }
 
-    fn route_slot(&mut self, cmd: &Command, req: &Request, table: &SlotTable, plan: &mut Plan) -> Step {
+    fn route_slot(
+        &mut self,
+        cmd: &Command,
+        req: &Request,
+        table: &SlotTable,
+        plan: &mut Plan,
+    ) -> Step {
         let mut keys = std::mem::take(&mut self.keys);
         let step = (|| {
             if let Err(e) = commands::key_positions(cmd, &req.args, &mut keys) {
@@ -588,12 +612,17 @@ impl Session {
             }
             let mut slot = None;
             for &pos in &keys {
-                let Some(key) = req.args.get(pos) else { continue };
+                let Some(key) = req.args.get(pos) else {
+                    continue;
+                };
                 let s = slot_of(key);
                 match slot {
                     None => slot = Some(s),
                     Some(prev) if prev != s => {
-                        plan.error(cmd.index, "CROSSSLOT Keys in request don't hash to the same slot");
+                        plan.error(
+                            cmd.index,
+                            "CROSSSLOT Keys in request don't hash to the same slot",
+                        );
                         return Step::Done;
                     }
                     Some(_) => {}
@@ -631,7 +660,7 @@ impl Session {
         plan: &mut Plan,
     ) -> Step {
         let args = &req.args;
-        if args.len() < 2 || (args.len() - 1) % step != 0 {
+        if args.len() < 2 || !(args.len() - 1).is_multiple_of(step) {
             plan.error(cmd.index, &commands::arity_error(cmd.name));
             return Step::Done;
         }
@@ -640,7 +669,9 @@ impl Session {
         let mut distinct: Vec<(&Arc<Server>, u32)> = Vec::with_capacity(2);
         let mut part_of: Vec<u16> = Vec::with_capacity(nkeys);
         for k in 0..nkeys {
-            let Some(key) = args.get(1 + k * step) else { break };
+            let Some(key) = args.get(1 + k * step) else {
+                break;
+            };
             let slot = slot_of(key);
             self.shared.stats.record_slot(slot);
             let server = match self.server_for(cmd, slot, table, plan) {
@@ -710,7 +741,11 @@ impl Session {
         }
         plan.entries.push(Entry {
             cmd: cmd.index,
-            kind: EntryKind::Merge(Box::new(MergePlan { merge, parts, order })),
+            kind: EntryKind::Merge(Box::new(MergePlan {
+                merge,
+                parts,
+                order,
+            })),
         });
         Step::Done
     }
@@ -718,20 +753,24 @@ impl Session {
     /// Moves every finished `Pending` into the write buffer, in order.
     fn collect_ready(&mut self) {
         while self.wbuf.len() < WRITE_HIGH {
-            let Some(front) = self.pending.front_mut() else { break };
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
             // Take whatever answers arrived without waiting.
             while !front.resolved() {
                 let i = front.results.len();
-                let Some(rx) = front.receivers.get_mut(i) else { break };
+                let Some(rx) = front.receivers.get_mut(i) else {
+                    break;
+                };
                 match rx.try_recv() {
                     Ok(r) => front.results.push(Some(r)),
                     Err(oneshot::error::TryRecvError::Empty) => return,
-                    Err(oneshot::error::TryRecvError::Closed) => front.results.push(Some(Err(
-                        BackendError::Lost {
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        front.results.push(Some(Err(BackendError::Lost {
                             addr: "backend".into(),
                             reason: "connection task ended".into(),
-                        },
-                    ))),
+                        })))
+                    }
                 }
             }
             if let Some(p) = self.pending.pop_front() {
@@ -826,10 +865,14 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 fn reply_at(results: &[Option<BatchReply>], batch: u16, idx: u32) -> Result<&Bytes, BackendError> {
     match results.get(batch as usize) {
-        Some(Some(Ok(replies))) => replies.get(idx as usize).ok_or_else(|| BackendError::Protocol {
-            addr: "backend".into(),
-            reason: "missing reply".into(),
-        }),
+        Some(Some(Ok(replies))) => {
+            replies
+                .get(idx as usize)
+                .ok_or_else(|| BackendError::Protocol {
+                    addr: "backend".into(),
+                    reason: "missing reply".into(),
+                })
+        }
         Some(Some(Err(e))) => Err(e.clone()),
         _ => Err(BackendError::Lost {
             addr: "backend".into(),
@@ -864,7 +907,10 @@ fn merge_into(out: &mut BytesMut, m: &MergePlan, results: &[Option<BatchReply>])
                 match reply_integer(r) {
                     Some(n) => sum = sum.saturating_add(n),
                     None => {
-                        write_error(out, b"ERR unexpected reply from a backend while adding up results");
+                        write_error(
+                            out,
+                            b"ERR unexpected reply from a backend while adding up results",
+                        );
                         return;
                     }
                 }
@@ -882,7 +928,10 @@ fn merge_into(out: &mut BytesMut, m: &MergePlan, results: &[Option<BatchReply>])
                 match array_elements(r) {
                     Some(e) => elems.push(e),
                     None => {
-                        write_error(out, b"ERR unexpected reply from a backend while merging MGET");
+                        write_error(
+                            out,
+                            b"ERR unexpected reply from a backend while merging MGET",
+                        );
                         return;
                     }
                 }
@@ -907,7 +956,10 @@ pub(crate) fn error_bytes(msg: &str) -> Bytes {
 /// Redis's own text for an unknown command.
 fn unknown_command(req: &Request) -> String {
     let name = String::from_utf8_lossy(req.name().unwrap_or_default());
-    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", truncate(&name, 128));
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        truncate(&name, 128)
+    );
     for a in req.args.iter().skip(1).take(8) {
         msg.push('\'');
         msg.push_str(&truncate(&String::from_utf8_lossy(a), 128));

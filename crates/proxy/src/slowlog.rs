@@ -65,7 +65,11 @@ impl SlowLog {
     /// Newest first; a negative count means all.
     pub fn entries(&self, count: i64) -> Vec<SlowEntry> {
         let entries = self.entries.lock();
-        let n = if count < 0 { entries.len() } else { count as usize };
+        let n = if count < 0 {
+            entries.len()
+        } else {
+            count as usize
+        };
         entries.iter().take(n).cloned().collect()
     }
 
