@@ -84,6 +84,21 @@ impl EtcdServer {
         }
     }
 
+    /// SIGSTOP: etcd stops answering while its connections stay open, the
+    /// way a partitioned or hung etcd looks to its clients.
+    pub fn pause(&self) {
+        if let Some(child) = lock(&self.child).as_ref() {
+            child.signal(nix::sys::signal::Signal::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        if let Some(child) = lock(&self.child).as_ref() {
+            child.signal(nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
     /// Runs `etcdctl` against this server and returns its stdout (for debugging
     /// and for tests that look at raw keys).
     pub fn etcdctl(&self, args: &[&str]) -> String {

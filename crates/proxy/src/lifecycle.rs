@@ -196,9 +196,15 @@ impl Registration {
             .store
             .grant_lease(self.shared.config.lease_ttl())
             .await?;
+        let old = st.lease;
         st.lease = lease;
         st.info.lease = lease;
         self.store.put_proxy(lease, &st.info).await?;
+        if old != 0 {
+            // The old lease may still be alive if etcd only paused; it holds
+            // nothing any more.
+            let _ = self.store.revoke_lease(old).await;
+        }
         Ok(())
     }
 

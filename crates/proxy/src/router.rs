@@ -131,6 +131,9 @@ impl Router {
             fenced,
             loaded: cur.loaded,
         };
+        // The drain waits for every holder of the old table to let go: this
+        // function must not be one of them.
+        drop(cur);
         self.swap_and_drain(table).await;
     }
 
