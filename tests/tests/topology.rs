@@ -167,30 +167,6 @@ fn held_too_long_gets_tryagain() {
     assert!(cluster.group_master(2).exists(&key));
 }
 
-/// A migrating slot is held like a `Held` one (no migration-on-access yet);
-/// when the move completes the waiting request goes to the new owner.
-#[test]
-fn migrating_slot_waits_for_the_new_owner() {
-    let cluster = Cluster::builder().groups(2).build();
-    let key = cluster.keys_of_group(1, "mig:", 1).remove(0);
-    let slot = slot_of(key.as_bytes()) as usize;
-    let version = cluster.set_slots([slot], SlotState::Migrating { from: 1, to: 2 });
-    cluster.wait_applied(version);
-
-    let (waiter, sent) = send_in_background(&cluster, &["SET", key.as_str(), "x"]);
-    sent.recv().expect("the request was sent");
-    thread::sleep(Duration::from_millis(500));
-    assert!(!cluster.group_master(1).exists(&key) && !cluster.group_master(2).exists(&key));
-    cluster.set_slots([slot], SlotState::Normal { group: 2 });
-    let (reply, _) = waiter.join().expect("waiter thread");
-    assert_eq!(reply, b"+OK\r\n", "{}", escape(&reply));
-    assert!(
-        cluster.group_master(2).exists(&key),
-        "the held write goes to the new owner"
-    );
-    assert!(!cluster.group_master(1).exists(&key));
-}
-
 /// Each proxy registers itself (address, admin address) and publishes the
 /// topology version it has applied; a proxy started later catches up too.
 #[test]

@@ -25,9 +25,16 @@ use crate::backend::{BackendOptions, Server, ServerFacts};
 pub enum SlotRoute {
     /// Send it to this group's master.
     Serve { group: GroupId, server: Arc<Server> },
-    /// The slot is held (or migrating, until migration-on-access exists):
-    /// wait for the next topology, bounded by the hold timeout.
+    /// The slot is held: wait for the next topology, bounded by the hold
+    /// timeout.
     Wait,
+    /// Keys are moving from `from`'s master to `to`'s: a request first moves
+    /// the keys it touches, then runs on `to`.
+    Migrating {
+        from: Arc<Server>,
+        to: Arc<Server>,
+        to_group: GroupId,
+    },
     /// No group owns this slot.
     Unassigned,
     /// The owning group has no master in the topology.
@@ -39,6 +46,8 @@ pub struct SlotTable {
     slots: Vec<SlotRoute>,
     /// Each group's master, for commands sent to every group (DBSIZE).
     pub masters: Vec<(GroupId, Arc<Server>)>,
+    /// Some slot is migrating: requests look for keys to move first.
+    pub any_migrating: bool,
     /// Set while the proxy cannot vouch for its view of the topology (lost
     /// its etcd lease): every request is refused.
     pub fenced: bool,
@@ -52,6 +61,7 @@ impl SlotTable {
             version: 0,
             slots: vec![SlotRoute::Unassigned; SLOT_COUNT],
             masters: Vec::new(),
+            any_migrating: false,
             fenced: false,
             loaded: false,
         }
@@ -128,6 +138,7 @@ impl Router {
             version: cur.version,
             slots: cur.slots.clone(),
             masters: cur.masters.clone(),
+            any_migrating: cur.any_migrating,
             fenced,
             loaded: cur.loaded,
         };
@@ -204,13 +215,31 @@ impl Router {
                     .get(&group)
                     .cloned()
                     .unwrap_or(SlotRoute::NoMaster { group }),
-                SlotState::Held { .. } | SlotState::Migrating { .. } => SlotRoute::Wait,
+                SlotState::Held { .. } => SlotRoute::Wait,
+                SlotState::Migrating { from, to } => {
+                    match (group_route.get(&from), group_route.get(&to)) {
+                        (
+                            Some(SlotRoute::Serve { server: f, .. }),
+                            Some(SlotRoute::Serve { server: t, .. }),
+                        ) => SlotRoute::Migrating {
+                            from: f.clone(),
+                            to: t.clone(),
+                            to_group: to,
+                        },
+                        (Some(SlotRoute::Serve { .. }), _) => SlotRoute::NoMaster { group: to },
+                        _ => SlotRoute::NoMaster { group: from },
+                    }
+                }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let any_migrating = slots
+            .iter()
+            .any(|r| matches!(r, SlotRoute::Migrating { .. }));
         SlotTable {
             version: topo.version,
             slots,
             masters,
+            any_migrating,
             fenced,
             loaded: true,
         }

@@ -177,7 +177,22 @@ pub(crate) enum Step {
     Stall {
         slot: u16,
     },
+    /// The request touches keys of migrating slots: move them first.
+    Migrate(Vec<Move>),
 }
+
+/// Keys of one request to move from one server to another before it runs.
+pub(crate) struct Move {
+    from: Arc<Server>,
+    to: Arc<Server>,
+    slot: u16,
+    to_group: u32,
+    keys: Vec<Bytes>,
+}
+
+/// How long a move-on-access MIGRATE may wait on each I/O step (Redis's
+/// MIGRATE timeout is per operation, not for the whole call).
+const MIGRATE_TIMEOUT_MS: &str = "5000";
 
 pub(crate) struct Session {
     pub(crate) id: u64,
@@ -201,6 +216,8 @@ pub(crate) struct Session {
     /// Bytes charged to the global budget by this session's buffers.
     charged: usize,
     keys: Vec<usize>,
+    /// Set while a request whose keys were just moved is routed again.
+    migrated: bool,
 }
 
 impl Session {
@@ -231,6 +248,7 @@ impl Session {
             closing: false,
             charged: 0,
             keys: Vec::new(),
+            migrated: false,
             shared,
         }
     }
@@ -398,8 +416,8 @@ impl Session {
                     break;
                 }
             };
-            match self.handle(&req, &table, &mut plan) {
-                Step::Done => {}
+            match self.route_request(&req, &table, &mut plan).await {
+                Step::Done | Step::Migrate(_) => {}
                 Step::Stall { slot } => {
                     let deadline = Instant::now() + self.shared.config.hold_timeout();
                     self.stalled = Some((req, deadline, slot));
@@ -430,8 +448,8 @@ impl Session {
         };
         let table = self.shared.router.load();
         let mut plan = Plan::default();
-        match self.handle(&req, &table, &mut plan) {
-            Step::Done => {}
+        match self.route_request(&req, &table, &mut plan).await {
+            Step::Done | Step::Migrate(_) => {}
             Step::Stall { .. } if Instant::now() >= deadline => {
                 let cmd = req
                     .name()
@@ -448,6 +466,147 @@ impl Session {
         }
         self.dispatch(plan).await;
         drop(table);
+    }
+
+    /// Routes one request into `plan`, first moving the keys it touches in
+    /// migrating slots. Never returns `Step::Migrate`.
+    ///
+    /// The caller holds `table` throughout, so a topology change that ends the
+    /// migration waits (drain) until this request, moves included, is queued.
+    async fn route_request(&mut self, req: &Request, table: &SlotTable, plan: &mut Plan) -> Step {
+        let moves = match self.handle(req, table, plan) {
+            Step::Migrate(moves) => moves,
+            step => return step,
+        };
+        // Everything routed before this request goes first, in order.
+        let earlier = std::mem::take(plan);
+        self.dispatch(earlier).await;
+        let cmd = req
+            .name()
+            .and_then(|n| commands::table().lookup(n))
+            .map_or(usize::MAX, |c| c.index);
+        for mv in &moves {
+            if let Err(msg) = self.move_keys(mv).await {
+                plan.error(cmd, &msg);
+                return Step::Done;
+            }
+        }
+        self.migrated = true;
+        let step = self.handle(req, table, plan);
+        self.migrated = false;
+        step
+    }
+
+    /// `MIGRATE` of the request's keys from the source to the target master.
+    /// Only success or `NOKEY` (nothing to move) lets the command run.
+    async fn move_keys(&mut self, mv: &Move) -> Result<(), String> {
+        let Some((host, port)) = mv.to.addr.rsplit_once(':') else {
+            return Err(format!("ERR bad target address {}", mv.to.addr));
+        };
+        let config = &self.shared.config;
+        let mut args: Vec<&[u8]> = vec![
+            b"MIGRATE",
+            host.as_bytes(),
+            port.as_bytes(),
+            b"",
+            b"0",
+            MIGRATE_TIMEOUT_MS.as_bytes(),
+        ];
+        // AUTH/AUTH2 are the target's credentials: the source connects to it.
+        match (&config.backend_user, &config.backend_password) {
+            (Some(user), Some(pw)) => {
+                args.extend([b"AUTH2".as_slice(), user.as_bytes(), pw.as_bytes()])
+            }
+            (None, Some(pw)) => args.extend([b"AUTH".as_slice(), pw.as_bytes()]),
+            _ => {}
+        }
+        args.push(b"KEYS");
+        args.extend(mv.keys.iter().map(|k| k.as_ref()));
+        let mut payload = BytesMut::new();
+        shardis_resp::encode_command(&mut payload, args.iter());
+        let (tx, rx) = oneshot::channel();
+        // The session's own connection to the source: the MIGRATE runs after
+        // every earlier request of this client there.
+        mv.from
+            .conn(self.proto, self.id)
+            .send(Batch {
+                payload: payload.freeze(),
+                count: 1,
+                reply: tx,
+            })
+            .await;
+        let reply = match rx.await {
+            Ok(Ok(mut replies)) => replies.pop().unwrap_or_default(),
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "TRYAGAIN moving keys of slot {} failed: {e}",
+                    mv.slot
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "TRYAGAIN moving keys of slot {} failed: connection task ended",
+                    mv.slot
+                ))
+            }
+        };
+        match reply.as_ref() {
+            b"+OK\r\n" | b"+NOKEY\r\n" => Ok(()),
+            other => {
+                let text = String::from_utf8_lossy(other.get(1..).unwrap_or_default());
+                Err(format!(
+                    "TRYAGAIN moving keys of slot {} to group {} failed: {}",
+                    mv.slot,
+                    mv.to_group,
+                    text.trim_end()
+                ))
+            }
+        }
+    }
+
+    /// The moves a request needs: its keys in migrating slots, grouped by
+    /// source and target.
+    fn collect_moves(&mut self, cmd: &Command, req: &Request, table: &SlotTable) -> Vec<Move> {
+        let mut keys = std::mem::take(&mut self.keys);
+        let mut moves: Vec<Move> = Vec::new();
+        let positions_ok = match cmd.route {
+            Route::Fanout { step, .. } => {
+                keys.clear();
+                keys.extend((1..req.args.len()).step_by(step.max(1)));
+                true
+            }
+            Route::Slot => commands::key_positions(cmd, &req.args, &mut keys).is_ok(),
+            _ => false,
+        };
+        if positions_ok {
+            for &pos in &keys {
+                let Some(key) = req.args.get(pos) else {
+                    continue;
+                };
+                let slot = slot_of(key);
+                if let SlotRoute::Migrating { from, to, to_group } = table.route(slot) {
+                    match moves
+                        .iter_mut()
+                        .find(|m| Arc::ptr_eq(&m.from, from) && Arc::ptr_eq(&m.to, to))
+                    {
+                        Some(m) => {
+                            if !m.keys.contains(key) {
+                                m.keys.push(key.clone());
+                            }
+                        }
+                        None => moves.push(Move {
+                            from: from.clone(),
+                            to: to.clone(),
+                            slot,
+                            to_group: *to_group,
+                            keys: vec![key.clone()],
+                        }),
+                    }
+                }
+            }
+        }
+        self.keys = keys;
+        moves
     }
 
     /// Sends the plan's batches and queues its replies.
@@ -520,6 +679,13 @@ impl Session {
             plan.error(cmd.index, &commands::arity_error(cmd.name));
             return Step::Done;
         }
+        let routed = matches!(cmd.route, Route::Slot | Route::Fanout { .. });
+        if routed && table.any_migrating && !self.migrated && table.loaded && !table.fenced {
+            let moves = self.collect_moves(cmd, req, table);
+            if !moves.is_empty() {
+                return Step::Migrate(moves);
+            }
+        }
         match cmd.route {
             Route::Local(local) => {
                 self.local(local, cmd, req, plan);
@@ -580,6 +746,9 @@ impl Session {
         match table.route(slot) {
             SlotRoute::Serve { server, .. } => Ok(server),
             SlotRoute::Wait => Err(Step::Stall { slot }),
+            // Reached only after the request's keys were moved (or found
+            // missing): it runs on the target.
+            SlotRoute::Migrating { to, .. } => Ok(to),
             SlotRoute::Unassigned => {
                 plan.error(
                     cmd.index,

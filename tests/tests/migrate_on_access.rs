@@ -1,0 +1,183 @@
+//! Move on access: in a `migrating(from, to)` slot a proxy first moves the
+//! keys a command touches (`MIGRATE … KEYS …` on the source), then runs the
+//! command on the target; a failed move answers an error and runs nothing.
+
+use std::thread;
+
+use shardis_tests::{key_in_slot, Cluster};
+use shardis_topology::{slot_of, SlotState};
+
+/// A cluster with `slots` of group 1 migrating to group 2.
+fn migrating(cluster: &Cluster, slots: &[usize]) {
+    let v = cluster.set_slots(
+        slots.iter().copied(),
+        SlotState::Migrating { from: 1, to: 2 },
+    );
+    cluster.wait_applied(v);
+}
+
+fn group1_slot(cluster: &Cluster, prefix: &str) -> (String, usize) {
+    let key = cluster.keys_of_group(1, prefix, 1).remove(0);
+    let slot = slot_of(key.as_bytes()) as usize;
+    (key, slot)
+}
+
+#[test]
+fn reading_a_key_moves_it_with_its_ttl() {
+    let cluster = Cluster::builder().groups(2).build();
+    let (key, slot) = group1_slot(&cluster, "moa:");
+    let mut c = cluster.conn(0);
+    assert_eq!(c.cmd_text(&["SET", &key, "v", "EX", "1000"]), "+OK\r\n");
+    assert!(cluster.group_master(1).exists(&key));
+    migrating(&cluster, &[slot]);
+
+    assert_eq!(c.cmd_text(&["GET", &key]), "$1\r\nv\r\n");
+    assert!(!cluster.group_master(1).exists(&key), "left on the source");
+    assert!(cluster.group_master(2).exists(&key), "not on the target");
+    let ttl = String::from_utf8(cluster.group_master(2).cmd(&["TTL", key.as_str()])).unwrap();
+    let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap();
+    assert!((990..=1000).contains(&ttl), "ttl {ttl}");
+}
+
+#[test]
+fn new_keys_of_a_migrating_slot_are_written_on_the_target_only() {
+    let cluster = Cluster::builder().groups(2).build();
+    let (_, slot) = group1_slot(&cluster, "moa:");
+    migrating(&cluster, &[slot]);
+    let mut c = cluster.conn(0);
+    for i in 0..20 {
+        let key = key_in_slot(&format!("new{i}:"), slot);
+        assert_eq!(c.cmd_text(&["SET", &key, "x"]), "+OK\r\n");
+        assert!(cluster.group_master(2).exists(&key));
+        assert!(!cluster.group_master(1).exists(&key));
+        assert_eq!(c.cmd_text(&["INCR", &format!("{key}:n")]), ":1\r\n");
+    }
+}
+
+#[test]
+fn multi_key_commands_move_all_their_keys_together() {
+    let cluster = Cluster::builder().groups(2).build();
+    let (_, slot) = group1_slot(&cluster, "moa:");
+    // Both keys share a hash tag that hashes to `slot`.
+    let tag = (0..1_000_000)
+        .map(|i| format!("tag{i}"))
+        .find(|t| slot_of(t.as_bytes()) as usize == slot)
+        .unwrap();
+    let (a, b) = (format!("{{{tag}}}a"), format!("{{{tag}}}b"));
+    let mut c = cluster.conn(0);
+    assert_eq!(c.cmd_text(&["SET", &a, "1"]), "+OK\r\n");
+    assert_eq!(c.cmd_text(&["SET", &b, "2"]), "+OK\r\n");
+    migrating(&cluster, &[slot]);
+    assert_eq!(c.cmd_text(&["RENAME", &a, &b]), "+OK\r\n");
+    assert_eq!(c.cmd_text(&["GET", &b]), "$1\r\n1\r\n");
+    assert!(!cluster.group_master(1).exists(&a) && !cluster.group_master(1).exists(&b));
+    assert!(cluster.group_master(2).exists(&b));
+}
+
+#[test]
+fn fan_out_commands_span_migrating_and_normal_slots() {
+    let cluster = Cluster::builder().groups(2).build();
+    let keys1 = cluster.keys_of_group(1, "fan1:", 6);
+    let keys2 = cluster.keys_of_group(2, "fan2:", 4);
+    let mut c = cluster.conn(0);
+    let mut mset = vec!["MSET".to_string()];
+    for k in keys1.iter().chain(&keys2) {
+        mset.push(k.clone());
+        mset.push(format!("v-{k}"));
+    }
+    assert_eq!(c.cmd_text(&mset), "+OK\r\n");
+    // Half of group 1's keys are in migrating slots.
+    let moving: Vec<usize> = keys1[..3]
+        .iter()
+        .map(|k| slot_of(k.as_bytes()) as usize)
+        .collect();
+    migrating(&cluster, &moving);
+
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys1.iter().chain(&keys2).cloned());
+    mget.push("fan:missing".into());
+    let reply = c.cmd_text(&mget);
+    for k in keys1.iter().chain(&keys2) {
+        assert!(reply.contains(&format!("v-{k}")), "{reply}");
+    }
+    assert!(reply.ends_with("$-1\r\n"), "{reply}");
+    for k in &keys1[..3] {
+        assert!(cluster.group_master(2).exists(k) && !cluster.group_master(1).exists(k));
+    }
+    let mut del = vec!["DEL".to_string()];
+    del.extend(keys1.iter().chain(&keys2).cloned());
+    assert_eq!(c.cmd_text(&del), ":10\r\n");
+}
+
+/// A key on both servers (what a MIGRATE that failed half-way leaves) makes
+/// the move fail with BUSYKEY: the client gets an error and nothing runs.
+#[test]
+fn a_failed_move_answers_an_error_and_runs_nothing() {
+    let cluster = Cluster::builder().groups(2).build();
+    let (key, slot) = group1_slot(&cluster, "busy:");
+    cluster
+        .group_master(1)
+        .cmd(&["SET", key.as_str(), "source"]);
+    cluster
+        .group_master(2)
+        .cmd(&["SET", key.as_str(), "target"]);
+    migrating(&cluster, &[slot]);
+    let mut c = cluster.conn(0);
+    let reply = c.cmd_text(&["SET", &key, "client"]);
+    assert!(
+        reply.starts_with("-TRYAGAIN") && reply.contains("BUSYKEY"),
+        "{reply}"
+    );
+    assert_eq!(
+        cluster.group_master(2).cmd(&["GET", key.as_str()]),
+        b"$6\r\ntarget\r\n"
+    );
+    assert_eq!(
+        cluster.group_master(1).cmd(&["GET", key.as_str()]),
+        b"$6\r\nsource\r\n"
+    );
+    // The session lives on.
+    assert_eq!(c.cmd_text(&["PING"]), "+PONG\r\n");
+}
+
+/// Two proxies incrementing the same keys while they move: every
+/// acknowledged increment is counted on the target.
+#[test]
+fn concurrent_proxies_lose_no_increment() {
+    let cluster = Cluster::builder().groups(2).proxies(2).build();
+    let keys = cluster.keys_of_group(1, "cnt:", 8);
+    let mut c = cluster.conn(0);
+    for k in &keys {
+        assert_eq!(c.cmd_text(&["SET", k, "0"]), "+OK\r\n");
+    }
+    let slots: Vec<usize> = keys
+        .iter()
+        .map(|k| slot_of(k.as_bytes()) as usize)
+        .collect();
+    migrating(&cluster, &slots);
+    let per_worker = 200;
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut conn = cluster.conn(w % 2);
+            let keys = keys.clone();
+            thread::spawn(move || {
+                let mut acked = 0;
+                for i in 0..per_worker {
+                    let k = &keys[(i + w) % keys.len()];
+                    let r = conn.cmd_text(&["INCR", k]);
+                    assert!(r.starts_with(':'), "{r}");
+                    acked += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: i64 = workers.into_iter().map(|h| h.join().unwrap()).sum();
+    let mut total = 0;
+    for k in &keys {
+        assert!(!cluster.group_master(1).exists(k), "{k} left on the source");
+        let v = String::from_utf8(cluster.group_master(2).cmd(&["GET", k.as_str()])).unwrap();
+        total += v.lines().nth(1).unwrap().parse::<i64>().unwrap();
+    }
+    assert_eq!(total, acked);
+}
