@@ -288,7 +288,12 @@ impl Session {
             if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
                 break;
             }
-            let over_budget = self.shared.budget.exceeded();
+            // Over the global budget, a session that holds buffered replies
+            // stops taking requests until its client reads them. Every other
+            // session keeps reading (it must notice EOF and small requests
+            // cost nothing); a request that needs a large buffer is refused
+            // in `read` when the budget cannot cover it.
+            let over_budget = self.wbuf.capacity() > FREE_BUFFER && self.shared.budget.exceeded();
             let can_read = !self.closing
                 && self.stalled.is_none()
                 && self.pending_requests < max_pipeline
