@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::backend::Server;
 use crate::commands;
 use crate::stats::{Histogram, BUCKETS};
 use crate::Shared;
@@ -243,41 +244,42 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         );
     }
     let servers = s.router.servers();
-    let _ = writeln!(out, "# HELP shardis_backend_requests_total Requests sent per backend server.\n# TYPE shardis_backend_requests_total counter");
-    for srv in &servers {
-        let _ = writeln!(
-            out,
-            "shardis_backend_requests_total{{backend=\"{}\"}} {}",
-            escape(&srv.stats.addr),
-            srv.stats.requests.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(out, "# HELP shardis_backend_errors_total Error replies and failed requests per backend server.\n# TYPE shardis_backend_errors_total counter");
-    for srv in &servers {
-        let _ = writeln!(
-            out,
-            "shardis_backend_errors_total{{backend=\"{}\"}} {}",
-            escape(&srv.stats.addr),
-            srv.stats.errors.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(out, "# HELP shardis_backend_inflight Batches in flight per backend server.\n# TYPE shardis_backend_inflight gauge");
-    for srv in &servers {
-        let _ = writeln!(
-            out,
-            "shardis_backend_inflight{{backend=\"{}\"}} {}",
-            escape(&srv.stats.addr),
-            srv.stats.inflight.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(out, "# HELP shardis_backend_up 1 when a connection to the backend server is established.\n# TYPE shardis_backend_up gauge");
-    for srv in &servers {
-        let _ = writeln!(
-            out,
-            "shardis_backend_up{{backend=\"{}\"}} {}",
-            escape(&srv.stats.addr),
-            u8::from(srv.is_up())
-        );
+    let per_backend: [BackendMetric; 4] = [
+        (
+            "shardis_backend_requests_total",
+            "counter",
+            "Requests sent per backend server.",
+            |s| s.stats.requests.load(Ordering::Relaxed),
+        ),
+        (
+            "shardis_backend_errors_total",
+            "counter",
+            "Error replies and failed requests per backend server.",
+            |s| s.stats.errors.load(Ordering::Relaxed),
+        ),
+        (
+            "shardis_backend_inflight",
+            "gauge",
+            "Batches in flight per backend server.",
+            |s| s.stats.inflight.load(Ordering::Relaxed),
+        ),
+        (
+            "shardis_backend_up",
+            "gauge",
+            "1 when a connection to the backend server is established.",
+            |s| u64::from(s.is_up()),
+        ),
+    ];
+    for (name, kind, help, value) in per_backend {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for srv in &servers {
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{}\"}} {}",
+                escape(&srv.stats.addr),
+                value(srv)
+            );
+        }
     }
     let _ = writeln!(out, "# HELP shardis_backend_duration_seconds Backend round trip per batch.\n# TYPE shardis_backend_duration_seconds histogram");
     for srv in &servers {
@@ -297,6 +299,9 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     )
         .into_response()
 }
+
+/// Name, Prometheus type, help text, and how to read it off a server.
+type BackendMetric = (&'static str, &'static str, &'static str, fn(&Server) -> u64);
 
 fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

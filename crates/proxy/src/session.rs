@@ -101,6 +101,8 @@ struct BatchBuilder {
 #[derive(Default)]
 pub(crate) struct Plan {
     entries: Vec<Entry>,
+    /// Some entry ends the session: stop reading requests after it.
+    closes: bool,
     batches: Vec<BatchBuilder>,
 }
 
@@ -153,6 +155,7 @@ impl Plan {
 
     /// Answers `reply`, then ends the session.
     pub(crate) fn close(&mut self, cmd: usize, reply: Bytes) {
+        self.closes = true;
         self.entries.push(Entry {
             cmd,
             kind: EntryKind::Close(reply),
@@ -390,12 +393,10 @@ impl Session {
 
     fn refuse_oversized(&mut self) {
         let mut plan = Plan::default();
-        plan.entries.push(Entry {
-            cmd: usize::MAX,
-            kind: EntryKind::Close(error_bytes(
-                "ERR shardis-proxy memory budget exhausted: request too large right now",
-            )),
-        });
+        plan.close(
+            usize::MAX,
+            error_bytes("ERR shardis-proxy memory budget exhausted: request too large right now"),
+        );
         self.closing = true;
         self.rbuf.clear();
         self.push_plan_local(plan);
@@ -412,10 +413,7 @@ impl Session {
                 Ok(Some(req)) => req,
                 Ok(None) => break,
                 Err(e) => {
-                    plan.entries.push(Entry {
-                        cmd: usize::MAX,
-                        kind: EntryKind::Close(error_bytes(&format!("ERR {e}"))),
-                    });
+                    plan.close(usize::MAX, error_bytes(&format!("ERR {e}")));
                     self.rbuf.clear();
                     result = Err(());
                     break;
@@ -432,11 +430,7 @@ impl Session {
             if plan.entries.len() >= 4096 {
                 break;
             }
-            if plan
-                .entries
-                .iter()
-                .any(|e| matches!(e.kind, EntryKind::Close(_)))
-            {
+            if plan.closes {
                 self.closing = true;
                 break;
             }
