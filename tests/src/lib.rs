@@ -17,6 +17,8 @@
 //!   `wait_applied(version)`.
 //! - [`RespConn`] / [`Reply`] — send a command or raw bytes, read one reply frame
 //!   as raw bytes (RESP2 and RESP3), parse it when needed.
+//! - [`Metrics`] — Prometheus text checked by two real parsers; `value`,
+//!   `histogram`.
 //! - [`Twin`] — one connection through the proxy and one to a plain redis-server;
 //!   every command goes to both and the replies must match.
 //!
@@ -33,6 +35,7 @@
 pub mod cluster;
 pub mod dashboard;
 pub mod etcd;
+pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod redis_server;
@@ -41,6 +44,7 @@ pub mod twin;
 
 pub use cluster::{key_in_slot, keys_where, Cluster, ClusterBuilder};
 pub use etcd::EtcdServer;
+pub use metrics::{Histo, Metrics};
 pub use process::{free_port, http_get, log_tail, poll_until};
 pub use proxy::{proxy_bin, ProxyBuilder, ProxyProcess};
 pub use redis_server::{redis_client, RedisServer, RedisServerBuilder};

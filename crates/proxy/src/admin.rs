@@ -1,20 +1,22 @@
-//! The proxy's admin HTTP: health, readiness, Prometheus metrics and JSON stats.
+//! The proxy's admin HTTP: health, readiness, Prometheus metrics, and JSON
+//! stats and slowlog (the types of `shardis_topology::stats`, which the
+//! dashboard reads every second).
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Deserialize;
+use shardis_topology::stats::{
+    BackendStat, CommandStat, MemoryBudget, PromText, ProxyStats, Sessions, Slowlog,
+    PROM_CONTENT_TYPE,
+};
 use tokio::net::TcpListener;
 
-use crate::backend::Server;
-use crate::commands;
-use crate::stats::{Histogram, BUCKETS};
 use crate::Shared;
 
 pub fn app(shared: Arc<Shared>) -> Router {
@@ -23,6 +25,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/slowlog", get(slowlog))
         .with_state(shared)
 }
 
@@ -67,269 +70,287 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-fn histogram_json(h: &Histogram) -> serde_json::Value {
-    let (_, sum, count) = h.snapshot();
-    json!({
-        "count": count,
-        "sum_us": sum,
-        "p50_us": h.quantile_us(0.50),
-        "p99_us": h.quantile_us(0.99),
-        "p999_us": h.quantile_us(0.999),
+/// Everything the proxy counts, as the dashboard reads it.
+pub fn proxy_stats(s: &Shared) -> ProxyStats {
+    let st = &s.stats;
+    let table = s.router.load();
+    ProxyStats {
+        id: s.proxy_id.clone(),
+        cluster: s.config.cluster.clone(),
+        addr: s.config.listen.clone(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        topology_version: table.version,
+        fenced: s.router.is_fenced(),
+        stats_enabled: st.enabled(),
+        ops_total: st.ops_total(),
+        errors_total: st.errors_total(),
+        sessions: Sessions {
+            current: st.sessions_current.load(Ordering::Relaxed),
+            total: st.sessions_total.load(Ordering::Relaxed),
+            rejected: st.sessions_rejected.load(Ordering::Relaxed),
+        },
+        memory_budget: MemoryBudget {
+            used: s.budget.used() as u64,
+            limit: s.budget.limit() as u64,
+        },
+        latency: st.latency().latency(),
+        commands: st
+            .commands()
+            .into_iter()
+            .map(|c| CommandStat {
+                cmd: c.name.to_string(),
+                calls: c.calls,
+                errors: c.errors,
+                latency: c.latency.latency(),
+            })
+            .collect(),
+        backends: s
+            .router
+            .servers()
+            .iter()
+            .map(|srv| {
+                let b = &srv.stats;
+                BackendStat {
+                    addr: b.addr.clone(),
+                    up: srv.is_up(),
+                    requests: b.requests.load(Ordering::Relaxed),
+                    errors: b.errors.load(Ordering::Relaxed),
+                    inflight: b.inflight.load(Ordering::Relaxed),
+                    connection_errors: b.connection_errors.load(Ordering::Relaxed),
+                    latency: b.latency.snapshot().latency(),
+                }
+            })
+            .collect(),
+        slot_ops: st.slot_ops(),
+        slowlog_len: s.slowlog.len(),
+        slowlog_threshold_us: s.slowlog.threshold_us(),
+    }
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> Json<ProxyStats> {
+    Json(proxy_stats(&s))
+}
+
+#[derive(Debug, Deserialize)]
+struct SlowlogQuery {
+    /// Newest entries to return (default 128; negative: all).
+    n: Option<i64>,
+}
+
+async fn slowlog(State(s): State<Arc<Shared>>, Query(q): Query<SlowlogQuery>) -> Json<Slowlog> {
+    Json(Slowlog {
+        proxy: s.proxy_id.clone(),
+        threshold_us: s.slowlog.threshold_us(),
+        len: s.slowlog.len(),
+        entries: s.slowlog.entries(q.n.unwrap_or(128)),
     })
 }
 
-async fn stats(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let st = &s.stats;
-    let table = commands::table();
-    let cmds: Vec<_> = st
-        .commands
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.calls.load(Ordering::Relaxed) > 0)
-        .filter_map(|(i, c)| {
-            let cmd = table.get(i)?;
-            Some(json!({
-                "cmd": cmd.name,
-                "calls": c.calls.load(Ordering::Relaxed),
-                "errors": c.errors.load(Ordering::Relaxed),
-                "latency": histogram_json(&c.latency),
-            }))
-        })
-        .collect();
-    let backends: Vec<_> = s
-        .router
-        .servers()
-        .iter()
-        .map(|srv| {
-            let b = &srv.stats;
-            json!({
-                "addr": b.addr,
-                "up": srv.is_up(),
-                "requests": b.requests.load(Ordering::Relaxed),
-                "errors": b.errors.load(Ordering::Relaxed),
-                "inflight": b.inflight.load(Ordering::Relaxed),
-                "connection_errors": b.connection_errors.load(Ordering::Relaxed),
-                "latency": histogram_json(&b.latency),
-            })
-        })
-        .collect();
-    let slot_ops: Vec<u64> = st
-        .slot_ops
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .collect();
-    Json(json!({
-        "id": s.proxy_id,
-        "cluster": s.config.cluster,
-        "addr": s.config.listen,
-        "uptime_secs": s.started.elapsed().as_secs(),
-        "topology_version": s.router.load().version,
-        "fenced": s.router.is_fenced(),
-        "ops_total": st.ops_total.load(Ordering::Relaxed),
-        "errors_total": st.errors_total.load(Ordering::Relaxed),
-        "sessions": {
-            "current": st.sessions_current.load(Ordering::Relaxed),
-            "total": st.sessions_total.load(Ordering::Relaxed),
-            "rejected": st.sessions_rejected.load(Ordering::Relaxed),
-        },
-        "memory_budget": { "used": s.budget.used(), "limit": s.budget.limit() },
-        "commands": cmds,
-        "backends": backends,
-        "slot_ops": slot_ops,
-        "slowlog": s.slowlog.entries(-1),
-    }))
+/// Prometheus text exposition format (version 0.0.4). Latencies are
+/// histograms in seconds with log2 buckets (1 µs … 67 s).
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, PROM_CONTENT_TYPE)],
+        metrics_text(&s),
+    )
+        .into_response()
 }
 
-/// Prometheus text exposition format (version 0.0.4).
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let mut out = String::with_capacity(16 * 1024);
-    let st = &s.stats;
-    let id = escape(&s.proxy_id);
-    let _ = writeln!(
-        out,
-        "# HELP shardis_proxy_info Static facts about this proxy.\n# TYPE shardis_proxy_info gauge"
+pub fn metrics_text(s: &Shared) -> String {
+    let p = proxy_stats(s);
+    let mut out = PromText::new();
+    out.family(
+        "shardis_proxy_info",
+        "gauge",
+        "Static facts about this proxy (always 1).",
+    )
+    .sample(
+        "shardis_proxy_info",
+        &[
+            ("id", &p.id),
+            ("cluster", &p.cluster),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
+        1,
     );
-    let _ = writeln!(
-        out,
-        "shardis_proxy_info{{id=\"{id}\",cluster=\"{}\",version=\"{}\"}} 1",
-        escape(&s.config.cluster),
-        env!("CARGO_PKG_VERSION")
-    );
-    gauge(
-        &mut out,
+    out.single(
         "shardis_topology_version",
+        "gauge",
         "Topology version this proxy has applied.",
-        s.router.load().version as f64,
+        p.topology_version,
     );
-    gauge(
-        &mut out,
+    out.single(
         "shardis_fenced",
+        "gauge",
         "1 while the proxy refuses requests because it lost its etcd lease.",
-        if s.router.is_fenced() { 1.0 } else { 0.0 },
+        u8::from(p.fenced),
     );
-    gauge(
-        &mut out,
+    out.single(
         "shardis_uptime_seconds",
+        "gauge",
         "Seconds since the proxy started.",
         s.started.elapsed().as_secs_f64(),
     );
-    gauge(
-        &mut out,
+    out.single(
+        "shardis_stats_enabled",
+        "gauge",
+        "1 when per-request statistics are recorded (stats = true).",
+        u8::from(p.stats_enabled),
+    );
+    out.single(
         "shardis_sessions",
+        "gauge",
         "Client connections open now.",
-        st.sessions_current.load(Ordering::Relaxed) as f64,
+        p.sessions.current,
     );
-    counter(
-        &mut out,
+    out.single(
         "shardis_sessions_total",
+        "counter",
         "Client connections accepted.",
-        st.sessions_total.load(Ordering::Relaxed),
+        p.sessions.total,
     );
-    counter(
-        &mut out,
+    out.single(
         "shardis_sessions_rejected_total",
+        "counter",
         "Client connections refused at max_clients.",
-        st.sessions_rejected.load(Ordering::Relaxed),
+        p.sessions.rejected,
     );
-    counter(
-        &mut out,
+    out.single(
         "shardis_ops_total",
+        "counter",
         "Requests answered.",
-        st.ops_total.load(Ordering::Relaxed),
+        p.ops_total,
     );
-    counter(
-        &mut out,
+    out.single(
         "shardis_errors_total",
+        "counter",
         "Requests answered with an error.",
-        st.errors_total.load(Ordering::Relaxed),
+        p.errors_total,
     );
-    gauge(
-        &mut out,
+    out.family(
+        "shardis_request_duration_seconds",
+        "histogram",
+        "Time from sending a request to its reply being ready, every command together.",
+    )
+    .histogram(
+        "shardis_request_duration_seconds",
+        &[],
+        &p.latency.buckets,
+        p.latency.sum_us,
+    );
+    out.single(
         "shardis_memory_budget_used_bytes",
+        "gauge",
         "Bytes of large buffers charged to the global budget.",
-        s.budget.used() as f64,
+        p.memory_budget.used,
+    );
+    out.single(
+        "shardis_memory_budget_limit_bytes",
+        "gauge",
+        "The global budget for large buffers (memory_budget_mb).",
+        p.memory_budget.limit,
+    );
+    out.single(
+        "shardis_slowlog_length",
+        "gauge",
+        "Entries in the slowlog.",
+        p.slowlog_len,
     );
 
-    let table = commands::table();
-    let used: Vec<_> = st
-        .commands
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.calls.load(Ordering::Relaxed) > 0)
-        .filter_map(|(i, c)| Some((table.get(i)?.name, c)))
-        .collect();
-    let _ = writeln!(out, "# HELP shardis_commands_total Requests per command.\n# TYPE shardis_commands_total counter");
-    for (name, c) in &used {
-        let _ = writeln!(
-            out,
-            "shardis_commands_total{{cmd=\"{name}\"}} {}",
-            c.calls.load(Ordering::Relaxed)
-        );
+    out.family(
+        "shardis_commands_total",
+        "counter",
+        "Requests per command (cmd=\"unknown\": names not in the command table).",
+    );
+    for c in &p.commands {
+        out.sample("shardis_commands_total", &[("cmd", &c.cmd)], c.calls);
     }
-    let _ = writeln!(out, "# HELP shardis_command_errors_total Error replies per command.\n# TYPE shardis_command_errors_total counter");
-    for (name, c) in &used {
-        let _ = writeln!(
-            out,
-            "shardis_command_errors_total{{cmd=\"{name}\"}} {}",
-            c.errors.load(Ordering::Relaxed)
-        );
+    out.family(
+        "shardis_command_errors_total",
+        "counter",
+        "Error replies per command.",
+    );
+    for c in &p.commands {
+        out.sample("shardis_command_errors_total", &[("cmd", &c.cmd)], c.errors);
     }
-    let _ = writeln!(out, "# HELP shardis_command_duration_seconds Time from reading a request to its reply being ready.\n# TYPE shardis_command_duration_seconds histogram");
-    for (name, c) in &used {
-        histogram(
-            &mut out,
+    out.family(
+        "shardis_command_duration_seconds",
+        "histogram",
+        "Time from sending a request to its reply being ready, per command.",
+    );
+    for c in &p.commands {
+        out.histogram(
             "shardis_command_duration_seconds",
-            &format!("cmd=\"{name}\""),
-            &c.latency,
+            &[("cmd", &c.cmd)],
+            &c.latency.buckets,
+            c.latency.sum_us,
         );
     }
-    let servers = s.router.servers();
-    let per_backend: [BackendMetric; 4] = [
+    out.family(
+        "shardis_slot_ops_total",
+        "counter",
+        "Requests routed per slot (slots with none are left out).",
+    );
+    for (slot, n) in p.slot_ops.iter().enumerate().filter(|(_, n)| **n > 0) {
+        out.sample("shardis_slot_ops_total", &[("slot", &slot.to_string())], n);
+    }
+
+    type PerBackend = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&BackendStat) -> u64,
+    );
+    let per_backend: [PerBackend; 5] = [
         (
             "shardis_backend_requests_total",
             "counter",
             "Requests sent per backend server.",
-            |s| s.stats.requests.load(Ordering::Relaxed),
+            |b| b.requests,
         ),
         (
             "shardis_backend_errors_total",
             "counter",
             "Error replies and failed requests per backend server.",
-            |s| s.stats.errors.load(Ordering::Relaxed),
+            |b| b.errors,
+        ),
+        (
+            "shardis_backend_connection_errors_total",
+            "counter",
+            "Failed connections and lost connections per backend server.",
+            |b| b.connection_errors,
         ),
         (
             "shardis_backend_inflight",
             "gauge",
             "Batches in flight per backend server.",
-            |s| s.stats.inflight.load(Ordering::Relaxed),
+            |b| b.inflight,
         ),
         (
             "shardis_backend_up",
             "gauge",
             "1 when a connection to the backend server is established.",
-            |s| u64::from(s.is_up()),
+            |b| u64::from(b.up),
         ),
     ];
     for (name, kind, help, value) in per_backend {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for srv in &servers {
-            let _ = writeln!(
-                out,
-                "{name}{{backend=\"{}\"}} {}",
-                escape(&srv.stats.addr),
-                value(srv)
-            );
+        out.family(name, kind, help);
+        for b in &p.backends {
+            out.sample(name, &[("backend", &b.addr)], value(b));
         }
     }
-    let _ = writeln!(out, "# HELP shardis_backend_duration_seconds Backend round trip per batch.\n# TYPE shardis_backend_duration_seconds histogram");
-    for srv in &servers {
-        histogram(
-            &mut out,
+    out.family(
+        "shardis_backend_duration_seconds",
+        "histogram",
+        "Backend round trip per batch of requests.",
+    );
+    for b in &p.backends {
+        out.histogram(
             "shardis_backend_duration_seconds",
-            &format!("backend=\"{}\"", escape(&srv.stats.addr)),
-            &srv.stats.latency,
+            &[("backend", &b.addr)],
+            &b.latency.buckets,
+            b.latency.sum_us,
         );
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
-}
-
-/// Name, Prometheus type, help text, and how to read it off a server.
-type BackendMetric = (&'static str, &'static str, &'static str, fn(&Server) -> u64);
-
-fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-}
-
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-    );
-}
-
-fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    let (buckets, sum_us, count) = h.snapshot();
-    let mut cum = 0;
-    for (i, n) in buckets.iter().enumerate().take(BUCKETS - 1) {
-        cum += n;
-        let le = Histogram::bound_us(i).unwrap_or(0) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cum}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-}
-
-/// Label values: backslash, quote and newline escaped.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    out.finish()
 }

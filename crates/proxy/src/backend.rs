@@ -67,6 +67,8 @@ pub struct BackendOptions {
     pub limits: Limits,
     /// Batches buffered per connection before senders wait.
     pub queue_depth: usize,
+    /// `stats = false`: no latency histogram per server.
+    pub stats: bool,
 }
 
 /// Facts learnt from the servers' `HELLO` answers.
@@ -158,7 +160,7 @@ pub struct Server {
 impl Server {
     pub fn new(addr: &str, n: usize, opts: Arc<BackendOptions>, facts: Arc<ServerFacts>) -> Server {
         let addr: Arc<str> = addr.into();
-        let stats = Arc::new(BackendStats::new(&addr));
+        let stats = Arc::new(BackendStats::new(&addr, opts.stats));
         let make = |proto| {
             (0..n.max(1))
                 .map(|_| {
@@ -576,7 +578,7 @@ impl ConnTask {
                 front.remaining -= 1;
                 if front.remaining == 0 {
                     if let Some(f) = inflight.pop_front() {
-                        self.stats.record_latency(f.sent_at.elapsed());
+                        self.stats.record_latency(f.sent_at);
                         let _ = f.reply.send(Ok(f.replies));
                     }
                 }

@@ -43,6 +43,9 @@ pub struct Config {
     pub memory_budget_mb: usize,
     /// etcd lease TTL of the proxy's registration.
     pub lease_ttl_secs: u64,
+    /// Record per-request statistics (per command, per slot, latency
+    /// histograms, slowlog). Off only to measure what recording costs.
+    pub stats: bool,
     /// Requests slower than this go to the slowlog.
     pub slowlog_threshold_us: u64,
     pub slowlog_max_len: usize,
@@ -74,6 +77,7 @@ impl Default for Config {
             tcp_keepalive_secs: 300,
             memory_budget_mb: 2048,
             lease_ttl_secs: 10,
+            stats: true,
             slowlog_threshold_us: 10_000,
             slowlog_max_len: 128,
             max_bulk_len: limits.max_bulk_len,
@@ -188,7 +192,12 @@ memory_budget_mb = 2048
 # it can have expired on etcd's side when keep-alives fail.
 lease_ttl_secs = 10
 
-# Requests slower than this (µs) go to the slowlog (SLOWLOG GET through the proxy).
+# Per-request statistics: calls, errors and latency histograms per command, ops
+# per slot, the slowlog (/metrics, /api/v1/stats). Turn off only to measure what
+# recording costs; sessions and backend request counters are kept either way.
+stats = true
+# Requests slower than this (µs, from sending them to their reply being ready)
+# go to the slowlog (SLOWLOG GET through the proxy, /api/v1/slowlog).
 slowlog_threshold_us = 10000
 slowlog_max_len = 128
 

@@ -117,12 +117,17 @@ pub async fn run_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Re
         read_timeout: Duration::from_millis(config.backend_read_timeout_ms),
         limits: shardis_resp::Limits::default(),
         queue_depth: 1024,
+        stats: config.stats,
+    };
+    let threads = match config.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
     let router = Arc::new(Router::new(opts, config.backend_connections));
     let shared = Arc::new(Shared {
         proxy_id: proxy_id.clone(),
         router,
-        stats: Stats::default(),
+        stats: Stats::new(config.stats, threads),
         slowlog: SlowLog::new(config.slowlog_threshold_us, config.slowlog_max_len),
         budget: Budget::new(config.memory_budget_mb.saturating_mul(1024 * 1024)),
         started: Instant::now(),

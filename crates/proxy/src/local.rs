@@ -454,9 +454,9 @@ impl Session {
                 out,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\n\r\n",
                 stats.sessions_total.load(Ordering::Relaxed),
-                stats.ops_total.load(Ordering::Relaxed),
+                stats.ops_total(),
                 stats.sessions_rejected.load(Ordering::Relaxed),
-                stats.errors_total.load(Ordering::Relaxed),
+                stats.errors_total(),
             );
         }
         if want("keyspace") {

@@ -57,6 +57,12 @@ struct Args {
     client_idle_timeout: Option<u64>,
     #[arg(long)]
     memory_budget_mb: Option<usize>,
+    /// Per-request statistics and slowlog: true (default) or false.
+    #[arg(long, value_name = "BOOL")]
+    stats: Option<bool>,
+    /// Requests at least this slow (µs) go to the slowlog.
+    #[arg(long)]
+    slowlog_threshold_us: Option<u64>,
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -84,6 +90,8 @@ fn load(args: &Args) -> anyhow::Result<Config> {
         hold_timeout_ms = args.hold_timeout_ms,
         client_idle_timeout_secs = args.client_idle_timeout,
         memory_budget_mb = args.memory_budget_mb,
+        stats = args.stats,
+        slowlog_threshold_us = args.slowlog_threshold_us,
     );
     if args.password.is_some() {
         c.password = args.password.clone();

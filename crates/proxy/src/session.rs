@@ -26,6 +26,8 @@ use tokio::time::Instant;
 use crate::backend::{BackendError, Batch, BatchReply, Server};
 use crate::commands::{self, Command, Merge, Route};
 use crate::router::{SlotRoute, SlotTable};
+use crate::slowlog::KeyLog;
+use crate::stats::Stats;
 use crate::Shared;
 
 /// Read buffer size of a session that has sent something; idle sessions
@@ -82,6 +84,8 @@ struct Pending {
     receivers: Vec<oneshot::Receiver<BatchReply>>,
     results: Vec<Option<BatchReply>>,
     started: Instant,
+    /// First key of each entry's request, for the slowlog.
+    keys: KeyLog,
 }
 
 impl Pending {
@@ -104,6 +108,7 @@ pub(crate) struct Plan {
     /// Some entry ends the session: stop reading requests after it.
     closes: bool,
     batches: Vec<BatchBuilder>,
+    keys: KeyLog,
 }
 
 impl Plan {
@@ -164,6 +169,12 @@ impl Plan {
 
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Notes `req`'s first key for the replies it just added (slowlog).
+    fn note_key(&mut self, stats: &Stats, req: &Request) {
+        let cmd = self.entries.last().map_or(usize::MAX, |e| e.cmd);
+        self.keys.note(stats, req, cmd, self.entries.len());
     }
 }
 
@@ -419,7 +430,9 @@ impl Session {
                     break;
                 }
             };
-            match self.route_request(&req, &table, &mut plan).await {
+            let step = self.route_request(&req, &table, &mut plan).await;
+            plan.note_key(&self.shared.stats, &req);
+            match step {
                 Step::Done | Step::Migrate(_) => {}
                 Step::Stall { slot } => {
                     let deadline = Instant::now() + self.shared.config.hold_timeout();
@@ -448,7 +461,7 @@ impl Session {
         let table = self.shared.router.load();
         let mut plan = Plan::default();
         match self.route_request(&req, &table, &mut plan).await {
-            Step::Done | Step::Migrate(_) => {}
+            Step::Done | Step::Migrate(_) => plan.note_key(&self.shared.stats, &req),
             Step::Stall { .. } if Instant::now() >= deadline => {
                 let cmd = req
                     .name()
@@ -458,6 +471,7 @@ impl Session {
                     cmd,
                     &format!("TRYAGAIN slot {slot} is held for a topology change; retry shortly"),
                 );
+                plan.note_key(&self.shared.stats, &req);
             }
             Step::Stall { slot } => {
                 self.stalled = Some((req, deadline, slot));
@@ -631,6 +645,7 @@ impl Session {
             results: Vec::with_capacity(receivers.len()),
             receivers,
             started: Instant::now(),
+            keys: plan.keys,
         });
     }
 
@@ -641,6 +656,7 @@ impl Session {
             receivers: Vec::new(),
             results: Vec::new(),
             started: Instant::now(),
+            keys: plan.keys,
         });
     }
 
@@ -950,8 +966,7 @@ impl Session {
 
     fn write_pending(&mut self, p: Pending) {
         let before = self.wbuf.len();
-        let us = p.started.elapsed().as_micros() as u64;
-        let stats = &self.shared.stats;
+        let mut recorder = self.shared.stats.recorder(p.started, &self.shared.slowlog);
         for entry in p.entries {
             let start = self.wbuf.len();
             match entry.kind {
@@ -967,8 +982,9 @@ impl Session {
                 EntryKind::Merge(m) => merge_into(&mut self.wbuf, &m, &p.results),
             }
             let is_err = matches!(self.wbuf.get(start), Some(b'-') | Some(b'!'));
-            stats.record_command(entry.cmd, us, is_err);
+            recorder.command(entry.cmd, is_err);
         }
+        recorder.finish(&p.keys, &self.peer, self.name.as_ref());
         if self.wbuf.len() - before > 0 && self.wbuf.capacity() > FREE_BUFFER {
             // Big replies count against the global budget while buffered.
             self.rebalance();

@@ -1,24 +1,28 @@
 //! The slowest recent requests, readable as `SLOWLOG GET` through the proxy
-//! and from the admin API.
+//! and as JSON from the admin API (`/api/v1/slowlog`).
+//!
+//! A request is slow when the time from sending it to a backend to its reply
+//! being ready reaches `slowlog_threshold_us`. Requests read together (one
+//! pipeline) are sent and answered together, so they share that time: when
+//! one of them is slow, the others waited as long, and up to
+//! [`crate::stats::SLOW_PER_READ`] of them are logged.
+//!
+//! To name a request's key without keeping the request, each read's first
+//! keys are copied into one small buffer ([`KeyLog`]) while routing: a few
+//! bytes per request, one allocation per read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use shardis_resp::Frame;
+use shardis_resp::{Frame, Request};
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SlowEntry {
-    pub id: u64,
-    /// Unix time (seconds) the request finished.
-    pub time: u64,
-    pub duration_us: u64,
-    pub command: String,
-    pub key: String,
-    pub client: String,
-    pub client_name: String,
-}
+use crate::commands::{self, KeySpec};
+use crate::stats::Stats;
+
+/// One logged request (the type the dashboard reads too).
+pub use shardis_topology::stats::SlowlogEntry as SlowEntry;
 
 pub struct SlowLog {
     threshold_us: u64,
@@ -43,11 +47,25 @@ impl SlowLog {
         self.max_len > 0 && us >= self.threshold_us
     }
 
-    pub fn record(&self, mut entry: SlowEntry) {
-        entry.id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut entries = self.entries.lock();
-        entries.push_front(entry);
-        entries.truncate(self.max_len);
+    pub fn threshold_us(&self) -> u64 {
+        self.threshold_us
+    }
+
+    pub fn record(&self, entry: SlowEntry) {
+        self.record_all(std::iter::once(entry));
+    }
+
+    /// Adds entries (ids are given here), newest last, under one lock.
+    pub fn record_all(&self, entries: impl IntoIterator<Item = SlowEntry>) {
+        if self.max_len == 0 {
+            return;
+        }
+        let mut log = self.entries.lock();
+        for mut entry in entries {
+            entry.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            log.push_front(entry);
+        }
+        log.truncate(self.max_len);
     }
 
     pub fn len(&self) -> usize {
@@ -65,11 +83,7 @@ impl SlowLog {
     /// Newest first; a negative count means all.
     pub fn entries(&self, count: i64) -> Vec<SlowEntry> {
         let entries = self.entries.lock();
-        let n = if count < 0 {
-            entries.len()
-        } else {
-            count as usize
-        };
+        let n = usize::try_from(count).unwrap_or(entries.len());
         entries.iter().take(n).cloned().collect()
     }
 
@@ -96,5 +110,173 @@ impl SlowLog {
                 })
                 .collect(),
         )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// First keys of one read
+// ---------------------------------------------------------------------------
+
+/// Longest key prefix kept for the slowlog (Redis cuts arguments at 128 too).
+pub const KEY_MAX: usize = 128;
+
+/// The first key of each request of one read, in reply order, packed into
+/// one buffer: `[stored length: u8][length beyond that: u32 LE][bytes]`.
+#[derive(Debug, Default)]
+pub struct KeyLog {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl KeyLog {
+    /// Brings the log up to `replies` entries with `req`'s first key: the
+    /// request just routed added that many replies in all (one, normally;
+    /// none when it waits for a held slot). `cmd` is the command of the last
+    /// reply, which is the request's own.
+    #[inline]
+    pub fn note(&mut self, stats: &Stats, req: &Request, cmd: usize, replies: usize) {
+        if !stats.enabled() || self.count >= replies {
+            return;
+        }
+        let key = commands::table()
+            .get(cmd)
+            .and_then(|c| first_key(c.keys, &req.args))
+            .unwrap_or_default();
+        while self.count < replies {
+            self.push(key);
+        }
+    }
+
+    fn push(&mut self, key: &[u8]) {
+        let kept = key.get(..KEY_MAX).unwrap_or(key);
+        self.buf.push(kept.len() as u8);
+        self.buf
+            .extend_from_slice(&((key.len() - kept.len()) as u32).to_le_bytes());
+        self.buf.extend_from_slice(kept);
+        self.count += 1;
+    }
+
+    /// The keys in order, as text (a cut key ends with `... (N more bytes)`,
+    /// as in Redis's slowlog).
+    pub fn iter(&self) -> impl Iterator<Item = String> + '_ {
+        let mut rest = self.buf.as_slice();
+        std::iter::from_fn(move || {
+            let (&len, tail) = rest.split_first()?;
+            let more = u32::from_le_bytes(tail.get(..4)?.try_into().ok()?);
+            let key = tail.get(4..4 + len as usize)?;
+            rest = tail.get(4 + len as usize..).unwrap_or_default();
+            let mut text = String::from_utf8_lossy(key).into_owned();
+            if more > 0 {
+                text.push_str(&format!("... ({more} more bytes)"));
+            }
+            Some(text)
+        })
+    }
+}
+
+/// The first key of a request, without working out all of them.
+fn first_key(spec: KeySpec, args: &[Bytes]) -> Option<&[u8]> {
+    let pos = match spec {
+        KeySpec::None => return None,
+        KeySpec::Range { first, .. } => first,
+        KeySpec::NumKeys { dest: true, .. } => 1,
+        KeySpec::NumKeys { at, dest: false } => at + 1,
+        KeySpec::Streams => {
+            args.iter()
+                .position(|a| a.eq_ignore_ascii_case(b"streams"))?
+                + 1
+        }
+        KeySpec::Sort | KeySpec::GeoRadius => 1,
+    };
+    args.get(pos).map(|a| a.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[&str]) -> Request {
+        let args: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        Request {
+            raw: Bytes::new(),
+            args,
+        }
+    }
+
+    fn index(name: &str) -> usize {
+        commands::table().lookup(name.as_bytes()).unwrap().index
+    }
+
+    #[test]
+    fn keys_are_noted_once_per_reply() {
+        let stats = Stats::default();
+        let mut log = KeyLog::default();
+        log.note(&stats, &req(&["GET", "k1"]), index("get"), 1);
+        // A request that added no reply (held slot) notes nothing.
+        log.note(&stats, &req(&["GET", "k2"]), index("get"), 1);
+        log.note(&stats, &req(&["PING"]), index("ping"), 2);
+        log.note(
+            &stats,
+            &req(&["EVAL", "return 1", "1", "script-key"]),
+            index("eval"),
+            3,
+        );
+        log.note(
+            &stats,
+            &req(&["XREAD", "COUNT", "1", "STREAMS", "s1", "0"]),
+            index("xread"),
+            4,
+        );
+        log.note(
+            &stats,
+            &req(&["ZUNIONSTORE", "dest", "2", "a", "b"]),
+            index("zunionstore"),
+            5,
+        );
+        let long = "x".repeat(300);
+        log.note(&stats, &req(&["GET", &long]), index("get"), 6);
+        log.note(&stats, &req(&["BOGUS", "k"]), usize::MAX, 7);
+        let keys: Vec<String> = log.iter().collect();
+        let cut = "x".repeat(128) + "... (172 more bytes)";
+        assert_eq!(keys[..6], ["k1", "", "script-key", "s1", "dest", &cut]);
+        assert_eq!(keys[6], "");
+        assert_eq!(keys.len(), 7);
+    }
+
+    #[test]
+    fn disabled_stats_note_nothing() {
+        let stats = Stats::new(false, 1);
+        let mut log = KeyLog::default();
+        log.note(&stats, &req(&["GET", "k1"]), index("get"), 1);
+        assert_eq!(log.iter().count(), 0);
+    }
+
+    #[test]
+    fn the_log_keeps_the_newest_and_ids_grow() {
+        let log = SlowLog::new(10, 2);
+        assert!(!log.is_slow(9));
+        assert!(log.is_slow(10));
+        let entry = |key: &str| SlowEntry {
+            id: 0,
+            time: 1,
+            duration_us: 20,
+            command: "get".into(),
+            key: key.into(),
+            client: "127.0.0.1:1".into(),
+            client_name: String::new(),
+        };
+        log.record(entry("a"));
+        log.record_all([entry("b"), entry("c")]);
+        let got = log.entries(-1);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].id, got[0].key.as_str()), (2, "c"));
+        assert_eq!((got[1].id, got[1].key.as_str()), (1, "b"));
+        assert_eq!(log.entries(1).len(), 1);
+        log.reset();
+        assert!(log.is_empty());
+        assert!(!SlowLog::new(0, 0).is_slow(u64::MAX));
     }
 }

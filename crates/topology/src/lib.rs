@@ -11,6 +11,7 @@ pub mod hash;
 pub mod keys;
 pub mod mem;
 pub mod model;
+pub mod stats;
 pub mod store;
 
 pub use etcd::EtcdStore;
