@@ -329,3 +329,165 @@ pub struct PromoteResponse {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lagging: Vec<LaggingProxy>,
 }
+
+// ---------------------------------------------------------------------------
+// Traffic statistics (collected every second from proxies and servers)
+// ---------------------------------------------------------------------------
+
+/// `GET /api/v1/stats`: the cluster's traffic over the last collection
+/// interval (about a second), per proxy, per command and per server.
+/// Rates are per second over that interval; latencies are quantiles of the
+/// requests answered in it (0 when there were none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// Unix time (seconds, with fractions) of the collection.
+    pub time: f64,
+    /// Seconds between the last two collections the rates are over.
+    pub interval_secs: f64,
+    pub ops_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// Requests answered by the proxies that answer now, since they started.
+    pub ops_total: u64,
+    /// Client connections open on all proxies.
+    pub sessions: u64,
+    pub proxies: Vec<ProxyLoad>,
+    /// Every command over every proxy, busiest first.
+    pub commands: Vec<CommandLoad>,
+    /// Every server of every group, as its `INFO` says.
+    pub servers: Vec<ServerLoad>,
+    /// Requests per second per slot over all proxies (1024 entries; empty
+    /// before the second collection).
+    pub slot_ops_per_sec: Vec<f64>,
+}
+
+/// One proxy's traffic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxyLoad {
+    pub id: String,
+    pub addr: String,
+    pub admin_addr: String,
+    /// Its `/api/v1/stats` answered this time.
+    pub up: bool,
+    /// Why it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub ops_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub ops_total: u64,
+    pub sessions: u64,
+    pub sessions_total: u64,
+    pub uptime_secs: u64,
+    pub topology_version: u64,
+    pub fenced: bool,
+    /// `stats = false` on the proxy: its per-request figures stay zero.
+    pub stats_enabled: bool,
+    pub slowlog_len: usize,
+    /// Busiest first.
+    pub commands: Vec<CommandLoad>,
+    pub backends: Vec<BackendLoad>,
+}
+
+/// One command's traffic (on one proxy, or on all of them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandLoad {
+    pub cmd: String,
+    /// Since the proxies started.
+    pub calls: u64,
+    pub errors: u64,
+    pub ops_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// One backend server as one proxy sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendLoad {
+    pub addr: String,
+    pub up: bool,
+    pub requests_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub inflight: u64,
+    /// Round trip per batch.
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// One Redis server: its role in the topology and what its `INFO` says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerLoad {
+    pub group: GroupId,
+    pub addr: String,
+    /// `master` or `replica`, in the topology.
+    pub role: String,
+    /// `INFO` answered.
+    pub up: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `master` or `slave`, as Redis says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_memory: Option<u64>,
+    /// Keys in database 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// `instantaneous_ops_per_sec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_per_sec: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_clients: Option<u64>,
+    /// Replication offset it has processed (its own for a master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repl_offset: Option<u64>,
+    /// For a replica: bytes of its master's stream not processed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// For a replica: `up` once its link to the master works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_status: Option<String>,
+}
+
+/// One point of the cluster's recent history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsPoint {
+    /// Unix time (seconds, with fractions).
+    pub time: f64,
+    pub ops_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Requests per second per proxy id.
+    #[serde(default)]
+    pub proxies: std::collections::BTreeMap<String, f64>,
+}
+
+/// `GET /api/v1/stats/history`: the last minutes, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsHistory {
+    /// Seconds between collections.
+    pub interval_secs: f64,
+    pub points: Vec<StatsPoint>,
+}
+
+/// One slowlog entry and the proxy that logged it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxySlowEntry {
+    pub proxy: String,
+    #[serde(flatten)]
+    pub entry: shardis_topology::stats::SlowlogEntry,
+}
+
+/// `GET /api/v1/slowlog`: the slowlogs of every proxy, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlowlogResponse {
+    pub entries: Vec<ProxySlowEntry>,
+    /// Proxies that could not be asked, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}

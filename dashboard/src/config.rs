@@ -33,6 +33,9 @@ pub struct Config {
     pub redis_timeout_ms: u64,
     /// How long a proxy's /readyz may take when listing proxies.
     pub proxy_health_timeout_ms: u64,
+    /// How often proxies' stats and servers' INFO are collected (the web
+    /// UI's and `/api/v1/stats`'s resolution; 300 points are kept).
+    pub stats_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             catchup_timeout_secs: 30,
             redis_timeout_ms: 2000,
             proxy_health_timeout_ms: 500,
+            stats_interval_ms: 1000,
         }
     }
 }
@@ -96,6 +100,7 @@ impl Config {
             ("catchup_timeout_secs", self.catchup_timeout_secs),
             ("redis_timeout_ms", self.redis_timeout_ms),
             ("proxy_health_timeout_ms", self.proxy_health_timeout_ms),
+            ("stats_interval_ms", self.stats_interval_ms),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be positive"));
@@ -115,6 +120,9 @@ impl Config {
     }
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_millis(self.stats_interval_ms)
     }
     pub fn proxy_health_timeout(&self) -> Duration {
         Duration::from_millis(self.proxy_health_timeout_ms)
@@ -154,6 +162,9 @@ catchup_timeout_secs = 30
 redis_timeout_ms = 2000
 # How long a proxy's /readyz may take when proxies are listed.
 proxy_health_timeout_ms = 500
+# How often every proxy's /api/v1/stats and every server's INFO are read for
+# /api/v1/stats, /metrics and the web UI (the last 300 readings are kept).
+stats_interval_ms = 1000
 "#;
 
 #[cfg(test)]

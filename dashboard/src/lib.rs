@@ -17,6 +17,8 @@
 //! | [`leadership`] | the leader election and stepping down |
 //! | [`servers`] | the dashboard's Redis commands (INFO, DBSIZE, REPLICAOF) |
 //! | [`views`] | groups, slots, proxies and the overview |
+//! | [`stats`] | traffic statistics collected every second from proxies and servers |
+//! | [`ui`] | the web UI, embedded in the binary |
 //! | [`openapi`] | the OpenAPI document |
 //! | [`client`] | the blocking API client |
 #![forbid(unsafe_code)]
@@ -33,6 +35,8 @@ pub mod promote;
 pub mod routes;
 pub mod servers;
 pub mod state;
+pub mod stats;
+pub mod ui;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -95,6 +99,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Dash
         shutdown_rx.clone(),
     ));
     let state = Arc::new(AppState::new(store, config, leadership));
+    tokio::spawn(stats::run(state.clone(), shutdown_rx.clone()));
     let mut stop = shutdown_rx;
     let router = app(state.clone());
     let server = tokio::spawn(async move {

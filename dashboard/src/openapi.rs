@@ -93,6 +93,21 @@ fn group_id() -> Value {
 
 /// The whole document.
 pub fn document() -> Value {
+    let mut doc = control_plane();
+    extend(&mut doc, "/components/schemas", stats_schemas());
+    extend(&mut doc, "/paths", stats_paths());
+    doc
+}
+
+/// Adds the entries of the object `more` to the object at `pointer`.
+fn extend(doc: &mut Value, pointer: &str, more: Value) {
+    if let (Some(Value::Object(map)), Value::Object(more)) = (doc.pointer_mut(pointer), more) {
+        map.extend(more);
+    }
+}
+
+/// Groups, servers, slots, proxies, barrier.
+fn control_plane() -> Value {
     let not_found = ("404", "unknown group");
     let bad = ("400", "malformed JSON, a bad address or bad slot ranges");
     let stale = (
@@ -309,6 +324,114 @@ pub fn document() -> Value {
                     }
                 }
             }
+        }
+    })
+}
+
+/// Schemas of the traffic statistics.
+fn stats_schemas() -> Value {
+    json!({
+        "CommandLoad": {"type": "object", "properties": {
+            "cmd": {"type": "string"}, "calls": {"type": "integer"}, "errors": {"type": "integer"},
+            "ops_per_sec": {"type": "number"}, "errors_per_sec": {"type": "number"},
+            "p50_us": {"type": "number"}, "p99_us": {"type": "number"}}},
+        "ProxyLoad": {"type": "object", "properties": {
+            "id": {"type": "string"}, "addr": {"type": "string"}, "admin_addr": {"type": "string"},
+            "up": {"type": "boolean", "description": "its /api/v1/stats answered the last collection"},
+            "error": {"type": "string"},
+            "ops_per_sec": {"type": "number"}, "errors_per_sec": {"type": "number"},
+            "p50_us": {"type": "number"}, "p99_us": {"type": "number"},
+            "ops_total": {"type": "integer"}, "sessions": {"type": "integer"},
+            "sessions_total": {"type": "integer"}, "uptime_secs": {"type": "integer"},
+            "topology_version": {"type": "integer"}, "fenced": {"type": "boolean"},
+            "stats_enabled": {"type": "boolean"}, "slowlog_len": {"type": "integer"},
+            "commands": {"type": "array", "items": {"$ref": "#/components/schemas/CommandLoad"}},
+            "backends": {"type": "array", "items": {"type": "object", "properties": {
+                "addr": {"type": "string"}, "up": {"type": "boolean"},
+                "requests_per_sec": {"type": "number"}, "errors_per_sec": {"type": "number"},
+                "inflight": {"type": "integer"}, "p50_us": {"type": "number"}, "p99_us": {"type": "number"}}}}}},
+        "ServerLoad": {"type": "object", "properties": {
+            "group": {"type": "integer"}, "addr": {"type": "string"},
+            "role": {"type": "string", "enum": ["master", "replica"]},
+            "up": {"type": "boolean"}, "error": {"type": "string"},
+            "redis_role": {"type": "string"}, "used_memory": {"type": "integer"},
+            "keys": {"type": "integer"}, "ops_per_sec": {"type": "integer"},
+            "connected_clients": {"type": "integer"}, "repl_offset": {"type": "integer"},
+            "lag_bytes": {"type": "integer"}, "link_status": {"type": "string"}}},
+        "ClusterStats": {"type": "object", "properties": {
+            "time": {"type": "number", "description": "unix seconds of the collection"},
+            "interval_secs": {"type": "number"},
+            "ops_per_sec": {"type": "number"}, "errors_per_sec": {"type": "number"},
+            "p50_us": {"type": "number"}, "p99_us": {"type": "number"}, "p999_us": {"type": "number"},
+            "ops_total": {"type": "integer"}, "sessions": {"type": "integer"},
+            "proxies": {"type": "array", "items": {"$ref": "#/components/schemas/ProxyLoad"}},
+            "commands": {"type": "array", "items": {"$ref": "#/components/schemas/CommandLoad"}},
+            "servers": {"type": "array", "items": {"$ref": "#/components/schemas/ServerLoad"}},
+            "slot_ops_per_sec": {"type": "array", "items": {"type": "number"},
+                "description": "1024 entries, requests per second per slot"}}},
+        "StatsHistory": {"type": "object", "properties": {
+            "interval_secs": {"type": "number"},
+            "points": {"type": "array", "items": {"type": "object", "properties": {
+                "time": {"type": "number"}, "ops_per_sec": {"type": "number"},
+                "errors_per_sec": {"type": "number"}, "p50_us": {"type": "number"},
+                "p99_us": {"type": "number"},
+                "proxies": {"type": "object", "additionalProperties": {"type": "number"}}}}}}},
+        "Slowlog": {"type": "object", "properties": {
+            "entries": {"type": "array", "items": {"type": "object", "properties": {
+                "proxy": {"type": "string"}, "id": {"type": "integer"}, "time": {"type": "integer"},
+                "duration_us": {"type": "integer"}, "command": {"type": "string"},
+                "key": {"type": "string"}, "client": {"type": "string"},
+                "client_name": {"type": "string"}}}},
+            "errors": {"type": "array", "items": {"type": "string"}}}}
+    })
+}
+
+/// Traffic statistics, Prometheus and the web UI.
+fn stats_paths() -> Value {
+    json!({
+        "/metrics": {
+            "get": {"summary": "Prometheus metrics",
+                "description": "Text exposition format 0.0.4: this dashboard's role, the topology (slots per \
+                    group and state), every proxy's counters as of the last collection (label `proxy`; \
+                    latency histograms in seconds), every server's INFO figures (labels group, addr, role) \
+                    and the cluster's rates.",
+                "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}}}
+        },
+        "/api/v1/stats": {
+            "get": read("cluster traffic now",
+                "Collected every stats_interval_ms (1 s) from every proxy's admin /api/v1/stats and every \
+                 server's INFO: requests and errors per second, p50/p99/p999 latency over the interval, per \
+                 proxy (with commands and backends), per command, per server (role, memory, keys, ops/s, \
+                 clients, replication offset and lag) and per slot.",
+                ok("200", "the latest collection", "ClusterStats"), json!([]))
+        },
+        "/api/v1/stats/history": {
+            "get": read("recent cluster traffic",
+                "The last 300 collections (5 minutes at 1 s), oldest first: requests and errors per \
+                 second, p50/p99 latency, requests per second per proxy.",
+                ok("200", "the history", "StatsHistory"), json!([]))
+        },
+        "/api/v1/slowlog": {
+            "get": read("the proxies' slowlogs",
+                "Every registered proxy's slowlog, merged newest first: command, first key, duration, \
+                 client. Proxies that cannot be asked are listed in `errors`.",
+                ok("200", "the slowest recent requests", "Slowlog"),
+                json!([{"name": "n", "in": "query", "required": false,
+                    "description": "entries (default 50, at most 1000)", "schema": {"type": "integer"}}]))
+        },
+        "/": {
+            "get": {"summary": "the web UI",
+                "description": "Overview, slot map, migrations, groups; embedded in the binary, loads nothing \
+                    from elsewhere.",
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}
+        },
+        "/ui/app.js": {
+            "get": {"summary": "the web UI's script",
+                "responses": {"200": {"description": "JavaScript", "content": {"text/javascript": {}}}}}
+        },
+        "/ui/app.css": {
+            "get": {"summary": "the web UI's style sheet",
+                "responses": {"200": {"description": "CSS", "content": {"text/css": {}}}}}
         }
     })
 }

@@ -21,12 +21,13 @@ use serde::Deserialize;
 use shardis_topology::{parse_ranges, GroupId};
 
 use crate::api::{
-    AddServer, AssignSlots, BarrierResponse, ChangeResponse, CreateGroup, ErrorBody,
-    GroupsResponse, Overview, PromoteResponse, ProxiesResponse, SlotsResponse, IF_MATCH,
+    AddServer, AssignSlots, BarrierResponse, ChangeResponse, ClusterStats, CreateGroup, ErrorBody,
+    GroupsResponse, Overview, PromoteResponse, ProxiesResponse, SlotsResponse, SlowlogResponse,
+    StatsHistory, IF_MATCH,
 };
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::{barrier, changes, openapi, promote, views};
+use crate::{barrier, changes, openapi, promote, stats, ui, views};
 
 pub type Shared = Arc<AppState>;
 
@@ -46,6 +47,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/slots/assign"),
     ("GET", "/api/v1/proxies"),
     ("GET", "/api/v1/barrier"),
+    // Traffic statistics, Prometheus and the web UI.
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/stats/history"),
+    ("GET", "/api/v1/slowlog"),
+    ("GET", "/"),
+    ("GET", "/ui/app.js"),
+    ("GET", "/ui/app.css"),
 ];
 
 /// The longest a caller may ask `GET /api/v1/barrier` to wait.
@@ -68,6 +77,13 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/slots/assign", post(assign_slots))
         .route("/api/v1/proxies", get(list_proxies))
         .route("/api/v1/barrier", get(barrier_wait))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/stats", get(cluster_stats))
+        .route("/api/v1/stats/history", get(stats_history))
+        .route("/api/v1/slowlog", get(slowlog))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/app.css", get(ui::app_css))
         // Only matched routes are guarded: an unknown path is a 404 for anyone.
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .fallback(no_route)
@@ -279,6 +295,45 @@ async fn barrier_wait(
         version,
         proxies: passed.confirmed,
     }))
+}
+
+// ---------------------------------------------------------------------------
+// Traffic statistics
+// ---------------------------------------------------------------------------
+
+/// Prometheus text: the cluster, every proxy and every server.
+async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            shardis_topology::stats::PROM_CONTENT_TYPE,
+        )],
+        stats::metrics_text(&s).await,
+    )
+        .into_response()
+}
+
+async fn cluster_stats(State(s): State<Shared>) -> Json<ClusterStats> {
+    Json(s.stats.latest())
+}
+
+async fn stats_history(State(s): State<Shared>) -> Json<StatsHistory> {
+    Json(s.stats.history())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlowlogQuery {
+    /// Newest entries over all proxies (default 50, at most 1000).
+    n: Option<usize>,
+}
+
+async fn slowlog(
+    State(s): State<Shared>,
+    ApiQuery(q): ApiQuery<SlowlogQuery>,
+) -> Result<Json<SlowlogResponse>, AppError> {
+    let n = q.n.unwrap_or(50).min(1000);
+    Ok(Json(stats::slowlog(&s, n).await?))
 }
 
 // ---------------------------------------------------------------------------

@@ -119,6 +119,12 @@ impl Servers {
         Ok(parse_replication(&text))
     }
 
+    /// `INFO` (the default sections): memory, clients, stats, replication,
+    /// keyspace.
+    pub async fn info(&self, addr: &str) -> Result<String, AppError> {
+        self.run(addr, &redis::cmd("INFO")).await
+    }
+
     /// Keys in database 0.
     pub async fn dbsize(&self, addr: &str) -> Result<u64, AppError> {
         self.run(addr, &redis::cmd("DBSIZE")).await

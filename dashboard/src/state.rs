@@ -18,6 +18,8 @@ pub struct AppState {
     pub leadership: Arc<Leadership>,
     /// The dashboard's connection settings for Redis servers.
     pub servers: Servers,
+    /// Traffic statistics collected from proxies and servers.
+    pub stats: crate::stats::Collector,
     /// Serializes this dashboard's own load-change-save rounds, so that two
     /// API calls on the same leader do not fail each other with a stale
     /// version (writers elsewhere are still caught by the version guard).
@@ -61,6 +63,7 @@ impl AppState {
             config,
             leadership,
             servers,
+            stats: crate::stats::Collector::default(),
             change_lock: tokio::sync::Mutex::new(()),
             busy_groups: Mutex::new(BTreeMap::new()),
         }
