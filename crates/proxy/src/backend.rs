@@ -67,6 +67,9 @@ pub struct BackendOptions {
     pub limits: Limits,
     /// Batches buffered per connection before senders wait.
     pub queue_depth: usize,
+    /// Until when the proxy's etcd lease is proven alive: nothing is
+    /// written to a backend after that.
+    pub lease: Arc<crate::lease::LeaseClock>,
 }
 
 /// Facts learnt from the servers' `HELLO` answers.
@@ -417,6 +420,20 @@ impl ConnTask {
                 };
                 if batch.count == 0 && inflight.is_empty() {
                     let _ = batch.reply.send(Ok(Vec::new()));
+                    continue;
+                }
+                if !self.opts.lease.valid() {
+                    // Possibly past the lease's expiry (a frozen process that
+                    // resumed): the control plane may be moving these keys.
+                    self.stats
+                        .errors
+                        .fetch_add(batch.count as u64, Ordering::Relaxed);
+                    let _ = batch.reply.send(Err(BackendError::Down {
+                        addr: self.addr.clone(),
+                        reason: "not sent: this proxy's etcd lease may have expired (fenced until \
+                                 it registers again)"
+                            .into(),
+                    }));
                     continue;
                 }
                 if inflight.is_empty() {
