@@ -1102,13 +1102,17 @@ async fn run_wave(
         )
         .await
         {
-            Ok(Outcome::Done) => {
+            Ok(Outcome::Done { big }) => {
                 tracing::info!(
                     id,
                     slots = %text,
                     ms = started.elapsed().as_millis() as u64,
+                    big_keys = big.len(),
                     "wave moved"
                 );
+                for key in big {
+                    move_big_key(state, id, live, &wave, source, to, &key).await?;
+                }
                 break;
             }
             Ok(Outcome::Paused) => {
@@ -1149,6 +1153,48 @@ async fn run_wave(
     .await;
     save_counters(state, id, live).await;
     wait_barrier(state, id, done.version, "to apply the end of a wave").await?;
+    Ok(())
+}
+
+/// Moves one big key while only its slot is held: `migrating` → `held`,
+/// barrier (no proxy touches the slot any more, nothing of it in flight),
+/// the chunked copy, then `migrating` again. A dashboard that dies half way
+/// finds the slot held and redoes it (the copy starts over).
+async fn move_big_key(
+    state: &AppState,
+    id: MigrationId,
+    live: &Live,
+    wave: &mover::Wave,
+    source: GroupId,
+    to: GroupId,
+    key: &[u8],
+) -> Result<(), AppError> {
+    let slot = usize::from(shardis_topology::slot_of(key));
+    let migrating = SlotState::Migrating { from: source, to };
+    let held = SlotState::Held { group: source };
+    let t = switch_slots(state, &[slot], migrating, held).await?;
+    wait_barrier(
+        state,
+        id,
+        t.version,
+        &format!("to hold slot {slot} for a big key"),
+    )
+    .await?;
+    let started = Instant::now();
+    let copied = mover::copy_big_key(&state.servers, &state.leadership, wave, key).await;
+    // The slot goes back to migrating either way: on an error the key is
+    // still whole on the source (its copy is only swapped in at the end).
+    switch_slots(state, &[slot], held, migrating).await?;
+    let bytes = copied?;
+    live.progress.keys.fetch_add(1, Ordering::Relaxed);
+    live.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+    tracing::info!(
+        id,
+        slot,
+        bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "big key copied in chunks"
+    );
     Ok(())
 }
 

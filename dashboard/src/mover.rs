@@ -108,11 +108,18 @@ impl Wave {
     }
 }
 
+/// Keys at least this big (by `MEMORY USAGE`) are not moved by `MIGRATE`,
+/// which would block both servers while it serializes the whole value: they
+/// are left for [`copy_big_key`], which copies them in small chunks while
+/// only their slot is held.
+pub const BIG_KEY_BYTES: u64 = 8 << 20;
+
 /// How a wave's move ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A full scan moved every key of the wave.
-    Done,
+    /// A full scan moved every key of the wave except the big keys listed,
+    /// which are left on the source for [`copy_big_key`].
+    Done { big: Vec<Vec<u8>> },
     /// Paused by the operator half-way (the slots stay `migrating`).
     Paused,
 }
@@ -189,6 +196,7 @@ pub async fn move_wave(
     let mut batch_bytes: u64 = 0;
     // Keys seen in this scan (SCAN may return a key twice).
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut big: Vec<Vec<u8>> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
         if control.paused.load(Ordering::Relaxed) {
@@ -212,6 +220,10 @@ pub async fn move_wave(
             for (key, size) in mine.into_iter().zip(sizes) {
                 // `None`: gone since the scan saw it (moved on access, expired).
                 let Some(size) = size else { continue };
+                if size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
+                    big.push(key);
+                    continue;
+                }
                 if !batch.is_empty()
                     && (batch.len() >= Limiter::batch_keys(control)
                         || batch_bytes + size > Limiter::batch_bytes(control))
@@ -253,7 +265,7 @@ pub async fn move_wave(
         .await?;
     }
     drain(&mut running).await?;
-    Ok(Outcome::Done)
+    Ok(Outcome::Done { big })
 }
 
 /// Starts one batch once the rate limit and the in-flight bound allow it.
@@ -467,6 +479,219 @@ impl Mover {
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------
+// Big keys: a chunked copy
+// ---------------------------------------------------------------------------
+
+/// Elements (or string bytes / 64) per chunk: each command on either server
+/// then takes well under a millisecond.
+const CHUNK: usize = 1000;
+const STRING_CHUNK: usize = 256 * 1024;
+
+/// The temporary name a big key is built under on the target: in the same
+/// slot (same hash tag), so that leftovers of an interrupted copy are seen
+/// by a later pre-flight check of that slot, and deleted by the next copy.
+/// `None` when no such name exists (odd braces): such a key is moved by
+/// `MIGRATE` like any other.
+pub fn tmp_name(key: &[u8]) -> Option<Vec<u8>> {
+    let tag = shardis_topology::hash_tag(key);
+    if tag.contains(&b'{') || tag.contains(&b'}') || tag.is_empty() {
+        return None;
+    }
+    let mut name = Vec::with_capacity(tag.len() + 32);
+    name.push(b'{');
+    name.extend_from_slice(tag);
+    name.extend_from_slice(b"}\x00shardis-migrating-copy");
+    (slot_of(&name) == slot_of(key)).then_some(name)
+}
+
+async fn query<T: redis::FromRedisValue>(
+    conn: &mut MultiplexedConnection,
+    addr: &str,
+    cmd: &redis::Cmd,
+    what: &str,
+) -> Result<T, AppError> {
+    cmd.query_async(conn)
+        .await
+        .map_err(|e| server_error(addr, what, e))
+}
+
+/// Copies one big key from the source to the target in small chunks, then
+/// swaps it in on the target (`RENAME`, with the remaining TTL) and deletes
+/// it on the source (`UNLINK`, freed in the background). The caller holds
+/// the key's slot on every proxy, so nothing but expiry changes the key
+/// meanwhile. The longest either server is blocked is one chunk, not the
+/// whole value. Streams and module types fall back to one `MIGRATE`.
+/// How many bytes (estimated) moved.
+pub async fn copy_big_key(
+    servers: &Servers,
+    leadership: &Leadership,
+    wave: &Wave,
+    key: &[u8],
+) -> Result<u64, AppError> {
+    let mut src = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
+    let mut dst = servers.connect_with(&wave.target, REPLY_TIMEOUT).await?;
+    let (s_addr, d_addr) = (wave.source.as_str(), wave.target.as_str());
+    let Some(tmp) = tmp_name(key) else {
+        return Err(AppError::Internal(
+            "big key without a temporary name".into(),
+        ));
+    };
+    let size: Option<u64> = query(
+        &mut src,
+        s_addr,
+        redis::cmd("MEMORY").arg("USAGE").arg(key),
+        "MEMORY USAGE",
+    )
+    .await?;
+    let kind: String = query(&mut src, s_addr, redis::cmd("TYPE").arg(key), "TYPE").await?;
+    let started = Instant::now();
+    let pttl: i64 = query(&mut src, s_addr, redis::cmd("PTTL").arg(key), "PTTL").await?;
+    if pttl == -2 {
+        return Ok(0); // gone (expired) meanwhile
+    }
+    // Leftovers of an interrupted copy.
+    query::<Value>(&mut dst, d_addr, redis::cmd("UNLINK").arg(&tmp), "UNLINK").await?;
+    let exists: i64 = query(&mut dst, d_addr, redis::cmd("EXISTS").arg(key), "EXISTS").await?;
+    if exists == 1 {
+        // A MIGRATE that failed half way put it there: the target's copy is
+        // the newer (see the module docs).
+        query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
+        return Ok(0);
+    }
+    match kind.as_str() {
+        "hash" | "set" | "zset" => {
+            let (scan, write) = match kind.as_str() {
+                "hash" => ("HSCAN", "HSET"),
+                "set" => ("SSCAN", "SADD"),
+                _ => ("ZSCAN", "ZADD"),
+            };
+            let mut cursor: u64 = 0;
+            loop {
+                check_leading(leadership)?;
+                let (next, items): (u64, Vec<Vec<u8>>) = query(
+                    &mut src,
+                    s_addr,
+                    redis::cmd(scan)
+                        .arg(key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(CHUNK),
+                    scan,
+                )
+                .await?;
+                if !items.is_empty() {
+                    let mut cmd = redis::cmd(write);
+                    cmd.arg(&tmp);
+                    if kind == "zset" {
+                        // ZSCAN answers member, score; ZADD wants score, member.
+                        for pair in items.chunks(2) {
+                            if let [member, score] = pair {
+                                cmd.arg(score).arg(member);
+                            }
+                        }
+                    } else {
+                        cmd.arg(&items);
+                    }
+                    query::<Value>(&mut dst, d_addr, &cmd, write).await?;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        "list" => {
+            let mut at: i64 = 0;
+            loop {
+                check_leading(leadership)?;
+                let items: Vec<Vec<u8>> = query(
+                    &mut src,
+                    s_addr,
+                    redis::cmd("LRANGE")
+                        .arg(key)
+                        .arg(at)
+                        .arg(at + CHUNK as i64 - 1),
+                    "LRANGE",
+                )
+                .await?;
+                if items.is_empty() {
+                    break;
+                }
+                at += items.len() as i64;
+                query::<Value>(
+                    &mut dst,
+                    d_addr,
+                    redis::cmd("RPUSH").arg(&tmp).arg(&items),
+                    "RPUSH",
+                )
+                .await?;
+            }
+        }
+        "string" => {
+            let mut at: usize = 0;
+            loop {
+                check_leading(leadership)?;
+                let part: Vec<u8> = query(
+                    &mut src,
+                    s_addr,
+                    redis::cmd("GETRANGE")
+                        .arg(key)
+                        .arg(at)
+                        .arg(at + STRING_CHUNK - 1),
+                    "GETRANGE",
+                )
+                .await?;
+                if part.is_empty() {
+                    break;
+                }
+                at += part.len();
+                query::<Value>(
+                    &mut dst,
+                    d_addr,
+                    redis::cmd("APPEND").arg(&tmp).arg(&part),
+                    "APPEND",
+                )
+                .await?;
+            }
+        }
+        _ => {
+            // A stream or a module type: one MIGRATE (the stall a plain
+            // MIGRATE would have anyway).
+            let mover = Mover::new(servers, wave, src.clone())?;
+            let progress = Progress::default();
+            mover.move_batch(vec![key.to_vec()], &progress).await?;
+            return Ok(size.unwrap_or(0));
+        }
+    }
+    // Swap it in with what is left of its TTL, unless it expired meanwhile.
+    let left = if pttl >= 0 {
+        let left = pttl - started.elapsed().as_millis() as i64;
+        if left <= 0 {
+            query::<Value>(&mut dst, d_addr, redis::cmd("UNLINK").arg(&tmp), "UNLINK").await?;
+            query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
+            return Ok(0);
+        }
+        Some(left)
+    } else {
+        None
+    };
+    let mut swap = redis::pipe();
+    swap.atomic().cmd("RENAME").arg(&tmp).arg(key).ignore();
+    if let Some(ms) = left {
+        swap.cmd("PEXPIRE").arg(key).arg(ms).ignore();
+    }
+    swap.query_async::<()>(&mut dst)
+        .await
+        .map_err(|e| server_error(d_addr, "MULTI RENAME", e))?;
+    if wave.safe {
+        let mover = Mover::new(servers, wave, src.clone())?;
+        mover.wait_target_replicas().await?;
+    }
+    query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
+    Ok(size.unwrap_or(0))
 }
 
 /// Keys of `slots` on a server, found by one full `SCAN`: how many, and the

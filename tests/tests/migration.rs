@@ -178,8 +178,7 @@ fn verify(s: &Setup, proxy: &str, logs: &[WriterLog]) {
             for v in &got {
                 assert!(pushed.contains(v), "list {key} holds {v}, never pushed");
             }
-            let acked_in_order: Vec<u64> =
-                pushes.iter().filter(|p| p.1).map(|p| p.0).collect();
+            let acked_in_order: Vec<u64> = pushes.iter().filter(|p| p.1).map(|p| p.0).collect();
             let present: Vec<u64> = got
                 .iter()
                 .copied()
@@ -224,7 +223,10 @@ fn fill(proxy: &str, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for i in chunk {
-            pipe.cmd("SET").arg(format!("fill:{i}")).arg(format!("{i:0100}")).ignore();
+            pipe.cmd("SET")
+                .arg(format!("fill:{i}"))
+                .arg(format!("{i:0100}"))
+                .ignore();
         }
         pipe.query::<()>(&mut conn).expect("fill");
     }
@@ -434,11 +436,17 @@ fn a_proxy_frozen_past_its_lease_during_the_hold_barrier_loses_nothing() {
     s.proxies[1].pause();
     let frozen_at = Instant::now();
     let m = migrate(&c, "0-1023", 1, 1024);
-    wait_for(&c, m.id, Duration::from_secs(10), "waiting on the frozen proxy", |m| {
-        m.reason
-            .as_deref()
-            .is_some_and(|r| r.contains(s.proxies[1].id()))
-    });
+    wait_for(
+        &c,
+        m.id,
+        Duration::from_secs(10),
+        "waiting on the frozen proxy",
+        |m| {
+            m.reason
+                .as_deref()
+                .is_some_and(|r| r.contains(s.proxies[1].id()))
+        },
+    );
     // Past its lease (3 s) and etcd's expiry check: the wave went on.
     let done = wait_finished(&c, m.id, Duration::from_secs(60));
     assert_eq!(done.slots_done, 512);
@@ -457,7 +465,10 @@ fn a_proxy_frozen_past_its_lease_during_the_hold_barrier_loses_nothing() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the resumed proxy never served again");
+        assert!(
+            Instant::now() < deadline,
+            "the resumed proxy never served again"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     load.wait_progress(300);
@@ -657,4 +668,85 @@ fn rebalance_from_two_to_three_groups_and_back_keeps_the_data() {
         assert_eq!(v, Some(i), "r{i}");
     }
     assert_eq!(s.servers(3)[0].dbsize(), 0);
+}
+
+#[test]
+fn big_keys_move_in_chunks_with_their_ttl_and_contents() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    let mut conn = connect(&s.proxies[0].addr()).unwrap();
+    let value = "v".repeat(100);
+    // Over 8 MiB each: a hash (with a TTL), a set, a sorted set, a list, a
+    // string; all in group 1's slots.
+    let keys = shardis_tests::keys_where("big", 5, |slot| slot < 512);
+    let (h, st, z, l, sg) = (&keys[0], &keys[1], &keys[2], &keys[3], &keys[4]);
+    for chunk in 0..100 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("HSET")
+                .arg(h)
+                .arg(format!("f{i}"))
+                .arg(&value)
+                .ignore();
+            pipe.cmd("SADD").arg(st).arg(format!("{value}{i}")).ignore();
+            pipe.cmd("ZADD")
+                .arg(z)
+                .arg(i as f64 / 7.0)
+                .arg(format!("{value}{i}"))
+                .ignore();
+            pipe.cmd("RPUSH").arg(l).arg(format!("{value}{i}")).ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    let big_string = "s".repeat(9 << 20);
+    redis::cmd("SET")
+        .arg(sg)
+        .arg(&big_string)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("EXPIRE")
+        .arg(h)
+        .arg(3600)
+        .query::<()>(&mut conn)
+        .unwrap();
+    let snapshot = |conn: &mut redis::Connection| {
+        let hash: std::collections::BTreeMap<String, String> =
+            redis::cmd("HGETALL").arg(h).query(conn).unwrap();
+        let mut set: Vec<String> = redis::cmd("SMEMBERS").arg(st).query(conn).unwrap();
+        set.sort();
+        let zset: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(z)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(conn)
+            .unwrap();
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg(l)
+            .arg(0)
+            .arg(-1)
+            .query(conn)
+            .unwrap();
+        let string: String = redis::cmd("GET").arg(sg).query(conn).unwrap();
+        (hash, set, zset, list, string)
+    };
+    let before = snapshot(&mut conn);
+    assert_eq!(before.0.len(), 100_000);
+
+    let m = migrate(&c, "0-511", 2, 512);
+    wait_finished(&c, m.id, Duration::from_secs(90));
+    let log = s.dash.stderr_tail(200);
+    assert!(
+        log.matches("big key copied in chunks").count() >= 5,
+        "the big keys were not copied in chunks:\n{log}"
+    );
+    let after = snapshot(&mut conn);
+    assert!(before == after, "contents changed in the move");
+    let ttl: i64 = redis::cmd("TTL").arg(h).query(&mut conn).unwrap();
+    assert!((3500..=3600).contains(&ttl), "TTL {ttl}");
+    let ttl: i64 = redis::cmd("TTL").arg(sg).query(&mut conn).unwrap();
+    assert_eq!(ttl, -1);
+    // Nothing left behind: no key on group 1, no temporary copy on group 2.
+    assert_eq!(s.servers(1)[0].dbsize(), 0);
+    assert_eq!(s.servers(2)[0].dbsize(), 5);
 }
