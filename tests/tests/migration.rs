@@ -78,7 +78,7 @@ fn start_load(proxies: Vec<String>, writers: usize) -> Load {
                         }
                         continue;
                     };
-                    let is_list = rng % 4 == 0;
+                    let is_list = rng.is_multiple_of(4);
                     let result = if is_list {
                         let key = format!("list:{w}:{}", (rng >> 8) % 40);
                         seq += 1;
