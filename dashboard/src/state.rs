@@ -27,6 +27,8 @@ pub struct AppState {
     /// Groups with an operation in progress (a promotion, adding or removing
     /// a server) and what it is: one at a time per group.
     busy_groups: Mutex<BTreeMap<GroupId, String>>,
+    /// Migrations run by this dashboard, and the runner's wake-up.
+    pub migrations: crate::migrate::Migrations,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,6 +68,7 @@ impl AppState {
             stats: crate::stats::Collector::default(),
             change_lock: tokio::sync::Mutex::new(()),
             busy_groups: Mutex::new(BTreeMap::new()),
+            migrations: Default::default(),
         }
     }
 

@@ -346,7 +346,12 @@ async fn servers(state: &AppState, t: &Topology) -> Vec<ServerLoad> {
                 .map(move |(i, addr)| (g.id, i, addr.as_str()))
         })
         .collect();
-    let infos = join_all(listed.iter().map(|(_, _, addr)| state.servers.info(addr))).await;
+    let infos = join_all(
+        listed
+            .iter()
+            .map(|(_, _, addr)| state.servers.info(addr, "default")),
+    )
+    .await;
     let mut out: Vec<ServerLoad> = listed
         .iter()
         .zip(infos)

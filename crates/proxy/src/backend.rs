@@ -69,6 +69,9 @@ pub struct BackendOptions {
     pub queue_depth: usize,
     /// `stats = false`: no latency histogram per server.
     pub stats: bool,
+    /// Until when the proxy's etcd lease is proven alive: nothing is
+    /// written to a backend after that.
+    pub lease: Arc<crate::lease::LeaseClock>,
 }
 
 /// Facts learnt from the servers' `HELLO` answers.
@@ -419,6 +422,20 @@ impl ConnTask {
                 };
                 if batch.count == 0 && inflight.is_empty() {
                     let _ = batch.reply.send(Ok(Vec::new()));
+                    continue;
+                }
+                if !self.opts.lease.valid() {
+                    // Possibly past the lease's expiry (a frozen process that
+                    // resumed): the control plane may be moving these keys.
+                    self.stats
+                        .errors
+                        .fetch_add(batch.count as u64, Ordering::Relaxed);
+                    let _ = batch.reply.send(Err(BackendError::Down {
+                        addr: self.addr.clone(),
+                        reason: "not sent: this proxy's etcd lease may have expired (fenced until \
+                                 it registers again)"
+                            .into(),
+                    }));
                     continue;
                 }
                 if inflight.is_empty() {
