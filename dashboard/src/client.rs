@@ -13,6 +13,7 @@ use crate::api::{
     ErrorBody, GroupsResponse, MigrationView, Overview, Promote, PromoteResponse, ProxiesResponse,
     RebalanceResponse, SetRate, SlotsResponse,
 };
+use crate::api::{ClusterStats, SlowlogResponse, StatsHistory};
 
 /// Reads answer quickly; changes may wait for barriers (two of them for a
 /// promotion, plus the replica's catch-up).
@@ -223,6 +224,21 @@ impl Client {
             path.push_str(&format!("&groups={}", list.join(",")));
         }
         self.send::<(), _>("POST", &path, None)
+    }
+
+    /// The cluster's traffic over the last collection (about a second).
+    pub fn stats(&self) -> Result<ClusterStats, ClientError> {
+        self.get("/api/v1/stats")
+    }
+
+    /// The last minutes of cluster traffic, oldest first.
+    pub fn stats_history(&self) -> Result<StatsHistory, ClientError> {
+        self.get("/api/v1/stats/history")
+    }
+
+    /// The newest `n` slowlog entries over every proxy.
+    pub fn slowlog(&self, n: usize) -> Result<SlowlogResponse, ClientError> {
+        self.get(&format!("/api/v1/slowlog?n={n}"))
     }
 
     /// Any GET, as raw JSON (for `--json` output of calls without a type here).

@@ -60,10 +60,13 @@ fn load(addr: String, stop: Arc<AtomicBool>, seed: usize) -> std::thread::JoinHa
             let key = format!("ui:{}", (n as usize * 7 + seed) % 3000);
             let set = conn.cmd_text(&["SET", &key, "value"]);
             // A request may be refused for a moment while its slot moves.
-            assert!(set == "+OK\r\n" || set.starts_with("-TRYAGAIN"), "SET {key}: {set}");
+            assert!(
+                set == "+OK\r\n" || set.starts_with("-TRYAGAIN"),
+                "SET {key}: {set}"
+            );
             let _ = conn.cmd(&["GET", &key]);
             n += 2;
-            if n % 64 == 0 {
+            if n.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -108,7 +111,10 @@ fn the_web_ui_works_in_chromium() {
         .output()
         .expect("node runs (install Node.js 20+)");
     stop.store(true, Ordering::Relaxed);
-    let requests: u64 = loads.into_iter().map(|h| h.join().expect("load thread")).sum();
+    let requests: u64 = loads
+        .into_iter()
+        .map(|h| h.join().expect("load thread"))
+        .sum();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");

@@ -16,13 +16,16 @@ use shardis_dashboard::api::{
 use shardis_dashboard::client::{Client, ClientError};
 use shardis_topology::GroupId;
 
+mod stats;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "shardis",
     version,
     about = "Operate a Shardis cluster through its dashboard",
     after_help = "Examples:\n  shardis status\n  shardis group add 1\n  shardis server add 1 127.0.0.1:7001\n  \
-                  shardis slots assign 0-511 1\n  shardis promote 1 127.0.0.1:7002"
+                  shardis slots assign 0-511 1\n  shardis promote 1 127.0.0.1:7002\n  \
+                  shardis stats --watch\n  shardis slowlog -n 50"
 )]
 struct Cli {
     /// The dashboard's URL.
@@ -111,6 +114,24 @@ enum Command {
         /// Follow the migrations until they end.
         #[arg(long)]
         wait: bool,
+    },
+    /// Traffic now, top-like: per proxy, per command (busiest first), per server.
+    Stats {
+        /// Redraw every SECS seconds until interrupted.
+        #[arg(long, short = 'w', value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many screens.
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
+        /// Commands listed.
+        #[arg(long, default_value_t = 15)]
+        commands: usize,
+    },
+    /// The slowest recent requests of every proxy, newest first.
+    Slowlog {
+        /// Entries (at most 1000).
+        #[arg(long, short = 'n', default_value_t = 20)]
+        count: usize,
     },
     /// Wait until every live proxy applied a topology version.
     Barrier {
@@ -352,6 +373,24 @@ fn run(cli: &Cli, c: &Client) -> Result<String, ClientError> {
             }
             out(text, pretty(&r))
         }
+        Command::Stats {
+            watch,
+            iterations,
+            commands,
+        } => match watch {
+            None => {
+                let s = c.stats()?;
+                out(stats::render_stats(&s, *commands), pretty(&s))
+            }
+            Some(every) => {
+                watch_stats(c, *every, *iterations, *commands, json)?;
+                String::new()
+            }
+        },
+        Command::Slowlog { count } => {
+            let r = c.slowlog(*count)?;
+            out(stats::render_slowlog(&r), pretty(&r))
+        }
         Command::Barrier {
             version,
             timeout_ms,
@@ -366,6 +405,42 @@ fn run(cli: &Cli, c: &Client) -> Result<String, ClientError> {
             )
         }
     })
+}
+
+/// `shardis stats --watch`: the screen redrawn every `every` seconds (on a
+/// terminal; otherwise one screen after the other).
+fn watch_stats(
+    c: &Client,
+    every: f64,
+    iterations: Option<u64>,
+    commands: usize,
+    json: bool,
+) -> Result<(), ClientError> {
+    use std::io::{IsTerminal as _, Write as _};
+    let tty = std::io::stdout().is_terminal();
+    let mut n = 0u64;
+    loop {
+        let s = c.stats()?;
+        let screen = if json {
+            serde_json::to_string(&s).unwrap_or_default() + "\n"
+        } else {
+            stats::render_stats(&s, commands)
+        };
+        let mut stdout = std::io::stdout().lock();
+        if tty && !json {
+            // Clear the screen and go home, like top.
+            let _ = write!(stdout, "\x1b[2J\x1b[H");
+        } else if n > 0 && !json {
+            let _ = writeln!(stdout);
+        }
+        let _ = write!(stdout, "{screen}");
+        let _ = stdout.flush();
+        n += 1;
+        if iterations.is_some_and(|max| n >= max) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs_f64(every.max(0.2)));
+    }
 }
 
 // ---------------------------------------------------------------------------
