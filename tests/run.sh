@@ -5,13 +5,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for bin in redis-server etcd protoc python3; do
+for bin in redis-server etcd protoc python3 node; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+[ -d tests/browser/node_modules/playwright-core ] || missing+=("playwright-core (npm ci --prefix tests/browser)")
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "missing: ${missing[*]} — run 'sudo bash .ci/run' once, or apt-get install redis-server etcd-server protobuf-compiler" >&2
+  echo "missing: ${missing[*]} — run 'sudo bash .ci/run' once, or apt-get install redis-server etcd-server protobuf-compiler chromium nodejs npm" >&2
   exit 1
 fi
+
+# The web UI's browser test (tests/tests/ui_browser.rs) leaves its
+# screenshots here; say where, whatever the outcome.
+screenshots="${CARGO_TARGET_DIR:-target}/ui-screenshots"
+case "$screenshots" in /*) ;; *) screenshots="$PWD/$screenshots" ;; esac
+rm -rf "$screenshots"
+report_screenshots() {
+  if [ -d "$screenshots" ]; then
+    echo "web UI screenshots (browser test): $screenshots"
+    ls -1 "$screenshots" | sed 's/^/  /'
+  fi
+}
+trap report_screenshots EXIT
 
 # Integration tests run the real binaries: build them first.
 cargo build --workspace --bins
