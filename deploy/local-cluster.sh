@@ -573,7 +573,7 @@ summary() {
     say "  proxy-$((i + 1)):    redis-cli -p ${PROXY_PORTS[$i]}        (admin http://$HOST:${ADMIN_PORTS[$i]}/metrics)"
   done
   if have_dashboard; then
-    say "  dashboard:  $DASHBOARD_URL"
+    say "  dashboard:  $DASHBOARD_URL   (web UI in a browser; API at $DASHBOARD_URL/api/v1/openapi.json)"
   else
     say "  dashboard:  not built yet (the topology was written to etcd directly)"
   fi

@@ -9,8 +9,11 @@
 //!
 //! To name a request's key without keeping the request, each read's first
 //! keys are copied into one small buffer ([`KeyLog`]) while routing: a few
-//! bytes per request, one allocation per read.
+//! bytes per request. The buffers come from a per-thread pool and go back
+//! to it when the replies are written, so recording allocates nothing once
+//! the pool is warm.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -117,15 +120,57 @@ impl SlowLog {
 // First keys of one read
 // ---------------------------------------------------------------------------
 
-/// Longest key prefix kept for the slowlog (Redis cuts arguments at 128 too).
-pub const KEY_MAX: usize = 128;
+/// Longest key prefix kept for the slowlog (Redis cuts arguments at 128).
+pub const KEY_MAX: usize = 127;
+
+/// Set in a key's header byte when the key was cut at [`KEY_MAX`].
+const CUT: u8 = 0x80;
 
 /// The first key of each request of one read, in reply order, packed into
-/// one buffer: `[stored length: u8][length beyond that: u32 LE][bytes]`.
+/// one buffer: `[length: u8][bytes]`, or for a key longer than [`KEY_MAX`]
+/// `[KEY_MAX | CUT][bytes beyond: u32 LE][the first KEY_MAX bytes]`.
 #[derive(Debug, Default)]
 pub struct KeyLog {
     buf: Vec<u8>,
     count: usize,
+}
+
+/// A new buffer's capacity: a pipeline of 16 keys of 20 bytes fits.
+const BUFFER_START: usize = 512;
+/// Buffers that grew past this are freed, not pooled.
+const BUFFER_KEEP: usize = 16 * 1024;
+/// Most buffers a thread keeps.
+const POOL_MAX: usize = 256;
+
+thread_local! {
+    /// Empty buffers for [`KeyLog`]s, so that recording does not allocate.
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[cold]
+fn pooled_buffer() -> Vec<u8> {
+    POOL.try_with(|pool| pool.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(BUFFER_START))
+}
+
+impl Drop for KeyLog {
+    fn drop(&mut self) {
+        if self.buf.capacity() == 0 || self.buf.capacity() > BUFFER_KEEP {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        // During thread teardown the pool may be gone: then it is just freed.
+        let _ = POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                if pool.len() < POOL_MAX {
+                    pool.push(buf);
+                }
+            }
+        });
+    }
 }
 
 impl KeyLog {
@@ -147,13 +192,27 @@ impl KeyLog {
         }
     }
 
+    #[inline]
     fn push(&mut self, key: &[u8]) {
+        if self.buf.capacity() == 0 {
+            self.buf = pooled_buffer();
+        }
+        if key.len() <= KEY_MAX {
+            self.buf.push(key.len() as u8);
+            self.buf.extend_from_slice(key);
+        } else {
+            self.push_cut(key);
+        }
+        self.count += 1;
+    }
+
+    #[cold]
+    fn push_cut(&mut self, key: &[u8]) {
         let kept = key.get(..KEY_MAX).unwrap_or(key);
-        self.buf.push(kept.len() as u8);
+        self.buf.push(KEY_MAX as u8 | CUT);
         self.buf
             .extend_from_slice(&((key.len() - kept.len()) as u32).to_le_bytes());
         self.buf.extend_from_slice(kept);
-        self.count += 1;
     }
 
     /// The keys in order, as text (a cut key ends with `... (N more bytes)`,
@@ -161,10 +220,16 @@ impl KeyLog {
     pub fn iter(&self) -> impl Iterator<Item = String> + '_ {
         let mut rest = self.buf.as_slice();
         std::iter::from_fn(move || {
-            let (&len, tail) = rest.split_first()?;
-            let more = u32::from_le_bytes(tail.get(..4)?.try_into().ok()?);
-            let key = tail.get(4..4 + len as usize)?;
-            rest = tail.get(4 + len as usize..).unwrap_or_default();
+            let (&head, tail) = rest.split_first()?;
+            let (more, tail) = if head & CUT != 0 {
+                let (more, tail) = tail.split_at_checked(4)?;
+                (u32::from_le_bytes(more.try_into().ok()?), tail)
+            } else {
+                (0, tail)
+            };
+            let len = (head & !CUT) as usize;
+            let key = tail.get(..len)?;
+            rest = tail.get(len..).unwrap_or_default();
             let mut text = String::from_utf8_lossy(key).into_owned();
             if more > 0 {
                 text.push_str(&format!("... ({more} more bytes)"));
@@ -240,10 +305,23 @@ mod tests {
         log.note(&stats, &req(&["GET", &long]), index("get"), 6);
         log.note(&stats, &req(&["BOGUS", "k"]), usize::MAX, 7);
         let keys: Vec<String> = log.iter().collect();
-        let cut = "x".repeat(128) + "... (172 more bytes)";
+        let cut = "x".repeat(127) + "... (173 more bytes)";
         assert_eq!(keys[..6], ["k1", "", "script-key", "s1", "dest", &cut]);
         assert_eq!(keys[6], "");
         assert_eq!(keys.len(), 7);
+    }
+
+    #[test]
+    fn buffers_go_back_to_the_pool() {
+        let stats = Stats::default();
+        let mut log = KeyLog::default();
+        log.note(&stats, &req(&["GET", "k1"]), index("get"), 1);
+        let ptr = log.buf.as_ptr();
+        drop(log);
+        let mut again = KeyLog::default();
+        again.note(&stats, &req(&["GET", "k2"]), index("get"), 1);
+        assert_eq!(again.buf.as_ptr(), ptr, "the pooled buffer is reused");
+        assert_eq!(again.iter().collect::<Vec<_>>(), ["k2"]);
     }
 
     #[test]

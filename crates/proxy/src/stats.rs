@@ -160,7 +160,8 @@ impl Shard {
     }
 }
 
-/// Most shards a process keeps (more worker threads share them).
+/// Most shards a process keeps (more worker threads share them). A power
+/// of two: a thread finds its shard with a mask, not a division.
 const MAX_SHARDS: usize = 16;
 
 thread_local! {
@@ -169,6 +170,7 @@ thread_local! {
 }
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
+/// This thread's shard among `n` (a power of two).
 #[inline]
 fn shard_index(n: usize) -> usize {
     SHARD.with(|s| {
@@ -177,7 +179,7 @@ fn shard_index(n: usize) -> usize {
             i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
             s.set(i);
         }
-        i % n.max(1)
+        i & (n - 1)
     })
 }
 
@@ -209,12 +211,13 @@ pub struct CommandTotals {
 }
 
 impl Stats {
-    /// `threads`: worker threads that record (one shard each, at most 16).
+    /// `threads`: worker threads that record (a shard each, rounded up to a
+    /// power of two, at most 16).
     pub fn new(enabled: bool, threads: usize) -> Stats {
         let commands = commands::table().all().len() + 1;
         Stats {
             enabled,
-            shards: (0..threads.clamp(1, MAX_SHARDS))
+            shards: (0..threads.clamp(1, MAX_SHARDS).next_power_of_two())
                 .map(|_| Shard::new(commands))
                 .collect(),
             sessions_current: AtomicU64::new(0),

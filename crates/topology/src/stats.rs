@@ -173,7 +173,7 @@ pub struct SlowlogEntry {
     pub duration_us: u64,
     /// Lower case, as in the command table.
     pub command: String,
-    /// The first key (empty when none), cut at 128 bytes.
+    /// The first key (empty when none), cut at 127 bytes.
     pub key: String,
     /// The client's `ip:port`.
     pub client: String,
