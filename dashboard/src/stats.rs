@@ -118,7 +118,7 @@ pub async fn collect(state: &AppState) {
         servers,
         ..ClusterStats::default()
     };
-    let mut all_latency = vec![0u64; 0];
+    let mut all_latency: Vec<u64> = Vec::new();
     let mut slot_ops = vec![0f64; SLOT_COUNT];
     let mut have_rates = false;
     let mut commands: BTreeMap<String, (CommandLoad, Vec<u64>)> = BTreeMap::new();

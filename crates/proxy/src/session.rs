@@ -471,7 +471,6 @@ impl Session {
                     cmd,
                     &format!("TRYAGAIN slot {slot} is held for a topology change; retry shortly"),
                 );
-                plan.note_key(&self.shared.stats, &req);
             }
             Step::Stall { slot } => {
                 self.stalled = Some((req, deadline, slot));
