@@ -570,6 +570,10 @@ impl ConnTask {
         true
     }
 
+    fn has_queued(&self) -> bool {
+        !self.shared.queue.lock().waiters.is_empty()
+    }
+
     /// Moves what is queued into `wbuf` and `inflight`. True when the owner
     /// is gone (nothing more will be queued).
     fn take_queued(&mut self, wbuf: &mut BytesMut, inflight: &mut VecDeque<Inflight>) -> bool {
@@ -718,6 +722,14 @@ impl ConnTask {
         let result: BackendError = 'conn: loop {
             // Take everything queued, so one write carries it all.
             if open && wbuf.len() < WRITE_CHUNK {
+                if wbuf.is_empty() && self.has_queued() {
+                    // Let the sessions that are ready to run (and those a
+                    // non-blocking look at the sockets finds) queue their
+                    // requests first: one write per round then carries them
+                    // all, instead of one per wake-up, and the server reads
+                    // them in one go.
+                    tokio::task::yield_now().await;
+                }
                 if inflight.is_empty() {
                     last_progress = Instant::now();
                 }
