@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::task::AtomicWaker;
 use parking_lot::{Mutex, MutexGuard};
 use shardis_resp::{encode_command, Limits, Protocol, ReplyScanner};
@@ -746,9 +746,7 @@ impl ConnTask {
             while !wbuf.is_empty() {
                 match stream.try_write(&wbuf) {
                     Ok(0) => break 'conn self.lost("wrote 0 bytes"),
-                    Ok(n) => {
-                        let _ = wbuf.split_to(n);
-                    }
+                    Ok(n) => wbuf.advance(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => break 'conn self.lost(&e.to_string()),
                 }

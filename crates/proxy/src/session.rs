@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use shardis_resp::{
     reply_integer, reply_is_error, write_array_header, write_bulk, write_error, write_integer,
     ArrayCursor, Protocol, Request, RequestDecoder,
@@ -403,6 +403,10 @@ impl Session {
     pub(crate) async fn run(mut self) {
         let mut changed = self.shared.router.subscribe();
         let mut shutdown = self.shared.shutdown.subscribe();
+        // One future for the whole session: re-creating it on every turn of
+        // the loop registers and deregisters a waiter each time.
+        let mut shutdown = std::pin::pin!(shutdown.changed());
+        let mut shutdown_seen = false;
         let idle = self.shared.config.client_idle_timeout();
         let max_pipeline = self.shared.config.max_pipeline;
         let mut last_activity = Instant::now();
@@ -468,7 +472,8 @@ impl Session {
                             self.closing = true;
                             if self.pending.is_empty() { break; }
                         }
-                        Ok(_) => last_activity = Instant::now(),
+                        Ok(_) if idle.is_some() => last_activity = Instant::now(),
+                        Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => break,
                     }
@@ -483,8 +488,9 @@ impl Session {
                     break;
                 }
                 _ = sleep_until_opt(budget_retry), if budget_retry.is_some() => {}
-                _ = shutdown.changed() => {
+                _ = &mut shutdown, if !shutdown_seen => {
                     // Stop taking requests; finish the ones in flight.
+                    shutdown_seen = true;
                     self.closing = true;
                 }
             }
@@ -1175,9 +1181,8 @@ impl Session {
         while !self.wbuf.is_empty() {
             match self.stream.try_write(&self.wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let _ = self.wbuf.split_to(n);
-                }
+                // `advance`, not `split_to`: no second handle on the buffer.
+                Ok(n) => self.wbuf.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
