@@ -1014,12 +1014,24 @@ impl Session {
                     break;
                 }
             };
-            let (batch, _) = plan.batch_for(server, self.proto, self.id, &mut self.lanes);
-            let p = match parts.iter().position(|&(b, _)| b == batch) {
+            // Most keys go to a server an earlier key of this request went to.
+            let known = parts.iter().position(|&(b, _)| {
+                plan.batches
+                    .get(b as usize)
+                    .and_then(|b| b.server.as_ref())
+                    .is_some_and(|s| Arc::ptr_eq(s, server))
+            });
+            let p = match known {
                 Some(p) => p,
                 None => {
-                    parts.push((batch, 0));
-                    parts.len() - 1
+                    let (batch, _) = plan.batch_for(server, self.proto, self.id, &mut self.lanes);
+                    match parts.iter().position(|&(b, _)| b == batch) {
+                        Some(p) => p,
+                        None => {
+                            parts.push((batch, 0));
+                            parts.len() - 1
+                        }
+                    }
                 }
             };
             if let Some((_, n)) = parts.get_mut(p) {

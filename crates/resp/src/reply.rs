@@ -207,6 +207,17 @@ impl ReplyScanner {
 /// End of the one frame (with any attributes in front of it) starting at `pos`, for replies
 /// that a scanner already accepted.
 fn frame_end(buf: &[u8], pos: usize) -> Option<usize> {
+    // Fast path for the common element of MGET replies: a bulk string.
+    if buf.get(pos) == Some(&b'$') {
+        if let Ok(Some((n, next))) = parse_int_line(buf, pos + 1) {
+            if n == -1 {
+                return Some(next);
+            }
+            let end = usize::try_from(n).ok()?.checked_add(next)?;
+            return (buf.get(end..end.checked_add(2)?) == Some(b"\r\n".as_slice()))
+                .then_some(end + 2);
+        }
+    }
     ScanCore::starting_at(pos)
         .advance(buf, &Limits::UNBOUNDED)
         .ok()
