@@ -335,12 +335,14 @@ pub(crate) struct Session {
     decoder: RequestDecoder,
     pending: VecDeque<Pending>,
     pending_requests: usize,
-    /// Written `Pending`s, kept for their lists' capacity.
-    spare: Vec<Pending>,
+    /// A written `Pending`, kept for its lists' capacity.
+    spare: Option<Pending>,
     /// The plan being built, kept for its buffers.
     plan: Plan,
-    /// Where the backend connections put this session's replies.
-    inbox: Arc<Inbox>,
+    /// Where the backend connections put this session's replies; made when
+    /// the session first sends something to a backend (idle sessions that
+    /// only ever PINGed do not pay for it).
+    inbox: Option<Arc<Inbox>>,
     /// Which backend connection each lane of `inbox` carries.
     lanes: Vec<Lane>,
     stalled: Option<(Request, Instant, u16)>,
@@ -382,9 +384,9 @@ impl Session {
             decoder: RequestDecoder::new(limits),
             pending: VecDeque::new(),
             pending_requests: 0,
-            spare: Vec::new(),
+            spare: None,
             plan: Plan::default(),
-            inbox: Arc::new(Inbox::default()),
+            inbox: None,
             lanes: Vec::new(),
             stalled: None,
             closing: false,
@@ -400,7 +402,10 @@ impl Session {
 
     /// Runs the session to its end. Errors are the client's own (reset,
     /// timeout): they end this session only.
-    pub(crate) async fn run(mut self) {
+    ///
+    /// Takes `&mut self` (the caller's future owns the session): an `async
+    /// fn` taking `self` by value would hold two copies of it in its state.
+    pub(crate) async fn run(&mut self) {
         let mut changed = self.shared.router.subscribe();
         let mut shutdown = self.shared.shutdown.subscribe();
         // One future for the whole session: re-creating it on every turn of
@@ -461,9 +466,13 @@ impl Session {
             // not notify).
             let budget_retry =
                 (over_budget && !self.closing).then(|| Instant::now() + Duration::from_millis(10));
+            let wake_at = [stall_deadline, idle_deadline, budget_retry]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 biased;
-                _ = poll_fn(|cx| front_resolved(&self.inbox, &self.pending, cx)), if waiting_reply => {}
+                _ = poll_fn(|cx| front_resolved(self.inbox.as_deref(), &self.pending, cx)), if waiting_reply => {}
                 r = self.stream.readable(), if can_read => {
                     if r.is_err() { break; }
                     match self.read() {
@@ -482,12 +491,14 @@ impl Session {
                     if r.is_err() { break; }
                 }
                 _ = changed.changed(), if self.stalled.is_some() => table_changed = true,
-                _ = sleep_until_opt(stall_deadline), if stall_deadline.is_some() => {}
-                _ = sleep_until_opt(idle_deadline), if idle_deadline.is_some() => {
-                    tracing::debug!(peer = %self.peer, "closing idle client");
-                    break;
+                // One timer for all three deadlines (each timer future is
+                // part of every session's state).
+                _ = sleep_until_opt(wake_at), if wake_at.is_some() => {
+                    if idle_deadline.is_some_and(|d| Instant::now() >= d) {
+                        tracing::debug!(peer = %self.peer, "closing idle client");
+                        break;
+                    }
                 }
-                _ = sleep_until_opt(budget_retry), if budget_retry.is_some() => {}
                 _ = &mut shutdown, if !shutdown_seen => {
                     // Stop taking requests; finish the ones in flight.
                     shutdown_seen = true;
@@ -638,7 +649,9 @@ impl Session {
             .and_then(|n| commands::table().lookup(n))
             .map_or(usize::MAX, |c| c.index);
         for mv in &moves {
-            if let Err(msg) = self.move_keys(mv).await {
+            // Boxed: a rare path whose future would otherwise be part of every
+            // session's, idle ones included.
+            if let Err(msg) = Box::pin(self.move_keys(mv)).await {
                 plan.error(cmd, &msg);
                 return Step::Done;
             }
@@ -749,10 +762,11 @@ impl Session {
     /// Sends the plan's batches and queues its replies; leaves `plan` empty
     /// for the next read, with its buffers.
     async fn dispatch(&mut self, plan: &mut Plan) {
-        let mut needs = match self.spare.pop() {
+        let mut needs = match self.spare.take() {
             Some(p) => p,
             None => Pending::new(),
         };
+        let inbox = &*self.inbox.get_or_insert_with(Default::default);
         for b in plan.batches.iter_mut().take(plan.used) {
             let Some(server) = b.server.take() else {
                 continue;
@@ -760,7 +774,7 @@ impl Session {
             if b.count > 0 {
                 server
                     .conn(b.proto, self.id)
-                    .push(&b.payload, b.count, &self.inbox, b.lane)
+                    .push(&b.payload, b.count, inbox, b.lane)
                     .await;
                 match needs.needs.iter_mut().find(|(l, _)| *l == b.lane) {
                     Some((_, n)) => *n += b.count,
@@ -779,7 +793,7 @@ impl Session {
         plan.used = 0;
         if plan.is_empty() {
             needs.needs.clear();
-            self.spare.push(needs);
+            self.spare = Some(needs);
             return;
         }
         self.queue_pending_into(plan, needs);
@@ -788,7 +802,7 @@ impl Session {
     /// Queues the plan's entries as one `Pending` (a plan with local replies
     /// only, nothing routed).
     fn queue_pending(&mut self, plan: &mut Plan) {
-        let p = match self.spare.pop() {
+        let p = match self.spare.take() {
             Some(p) => p,
             None => Pending::new(),
         };
@@ -1126,7 +1140,11 @@ impl Session {
             let Some(front) = self.pending.front() else {
                 break;
             };
-            if !front.resolved(&self.inbox.lanes()) {
+            let resolved = match &self.inbox {
+                Some(inbox) => front.resolved(&inbox.lanes()),
+                None => front.needs.is_empty(),
+            };
+            if !resolved {
                 break;
             }
             if let Some(p) = self.pending.pop_front() {
@@ -1140,7 +1158,11 @@ impl Session {
         let before = self.wbuf.len();
         let us = p.started.elapsed().as_micros() as u64;
         let stats = &self.shared.stats;
-        let mut lanes = self.inbox.lanes();
+        let mut guard = self.inbox.as_ref().map(|i| i.lanes());
+        let lanes: &mut [VecDeque<Reply>] = match guard.as_deref_mut() {
+            Some(l) => l,
+            None => &mut [],
+        };
         for entry in p.entries.drain(..) {
             let start = self.wbuf.len();
             match entry.kind {
@@ -1149,17 +1171,13 @@ impl Session {
                     self.wbuf.extend_from_slice(&b);
                     self.closing = true;
                 }
-                EntryKind::Forward { lane } => match take_reply(&mut lanes, lane) {
+                EntryKind::Forward { lane } => match take_reply(lanes, lane) {
                     Ok(r) => self.wbuf.extend_from_slice(&r),
                     Err(e) => write_error(&mut self.wbuf, format!("ERR {e}").as_bytes()),
                 },
-                EntryKind::Merge(m) => merge_into(
-                    &mut self.wbuf,
-                    &m,
-                    &p.parts,
-                    &mut lanes,
-                    &mut self.merge_cursors,
-                ),
+                EntryKind::Merge(m) => {
+                    merge_into(&mut self.wbuf, &m, &p.parts, lanes, &mut self.merge_cursors)
+                }
             }
             let is_err = matches!(self.wbuf.get(start), Some(b'-') | Some(b'!'));
             stats.record_command(entry.cmd, us, is_err);
@@ -1175,7 +1193,7 @@ impl Session {
                 }
             }
         }
-        drop(lanes);
+        drop(guard);
         if self.wbuf.len() - before > 0 && self.wbuf.capacity() > FREE_BUFFER {
             // Big replies count against the global budget while buffered.
             self.rebalance();
@@ -1183,8 +1201,8 @@ impl Session {
         // Keep it for its capacity, unless it held a huge pipeline.
         p.needs.clear();
         p.parts.clear();
-        if self.spare.len() < 4 && p.entries.capacity() <= 4096 && p.parts.capacity() <= 4096 {
-            self.spare.push(p);
+        if p.entries.capacity() <= 4096 && p.parts.capacity() <= 4096 {
+            self.spare = Some(p);
         }
     }
 
@@ -1218,11 +1236,25 @@ impl Drop for Session {
 }
 
 /// Resolves when the front pending unit has all its replies.
-fn front_resolved(inbox: &Inbox, pending: &VecDeque<Pending>, cx: &mut Context<'_>) -> Poll<()> {
-    inbox.register(cx.waker());
-    match pending.front() {
-        Some(front) if front.resolved(&inbox.lanes()) => Poll::Ready(()),
-        _ => Poll::Pending,
+fn front_resolved(
+    inbox: Option<&Inbox>,
+    pending: &VecDeque<Pending>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(front) = pending.front() else {
+        return Poll::Pending;
+    };
+    let resolved = match inbox {
+        Some(inbox) => {
+            inbox.register(cx.waker());
+            front.resolved(&inbox.lanes())
+        }
+        None => front.needs.is_empty(),
+    };
+    if resolved {
+        Poll::Ready(())
+    } else {
+        Poll::Pending
     }
 }
 
