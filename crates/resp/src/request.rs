@@ -53,10 +53,8 @@ impl Request {
             let element = self.raw.get(from..to)?;
             // The decoder only accepts canonical lengths (no sign, no leading zero), so an
             // element is exactly `$` + the decimal length + CRLF + data + CRLF.
-            let mut digits = itoa::Buffer::new();
-            let digits = digits.format(arg.len()).as_bytes();
             if element.first() != Some(&b'$')
-                || element.get(1..header - 2) != Some(digits)
+                || decimal(element.get(1..header - 2)?) != Some(arg.len())
                 || element.get(header - 2..header) != Some(b"\r\n".as_slice())
                 || element.get(header + arg.len()..) != Some(b"\r\n".as_slice())
             {
@@ -70,6 +68,15 @@ impl Request {
         }
         self.raw.get(start?..end?)
     }
+}
+
+/// The value of a run of decimal digits (no sign), if it is one and fits.
+fn decimal(digits: &[u8]) -> Option<usize> {
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))
+            .flatten()
+    })
 }
 
 /// Length of `$<len>\r\n`.
