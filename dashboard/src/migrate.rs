@@ -77,6 +77,8 @@ pub struct Live {
     base_bytes: u64,
     base_active_ms: u64,
     started: Instant,
+    /// Big keys per source group, found once per run before its first wave.
+    big_keys: Mutex<HashMap<GroupId, Vec<Vec<u8>>>>,
 }
 
 impl Live {
@@ -731,6 +733,7 @@ async fn run_one(state: &Arc<AppState>, id: MigrationId) -> Result<(), AppError>
         base_bytes: m.bytes_moved,
         base_active_ms: m.active_ms,
         started: Instant::now(),
+        big_keys: Mutex::new(HashMap::new()),
     });
     state.migrations.live.lock().insert(id, live.clone());
     tracing::info!(id, slots = %m.slot_text(), to = m.to_group, "migration running");
@@ -1016,7 +1019,50 @@ async fn run_wave(
     tracing::info!(id, slots = %text, source, to, ?phase, "wave");
 
     if phase == Phase::Hold {
-        switch_slots(state, &slots, SlotState::Normal { group: source }, held).await?;
+        // Big keys first, each copied in chunks while only its slot is held.
+        let big = big_keys_of(state, m, live, source, &slots).await?;
+        if !big.is_empty() {
+            let mut big_slots: Vec<usize> = big
+                .iter()
+                .map(|k| usize::from(shardis_topology::slot_of(k)))
+                .collect();
+            big_slots.sort_unstable();
+            big_slots.dedup();
+            let t =
+                switch_slots(state, &big_slots, SlotState::Normal { group: source }, held).await?;
+            wait_barrier(state, id, t.version, "to hold the slots of big keys").await?;
+            let t = state.load().await?;
+            let source_master = master_of(&t, source)?;
+            fence(state, &source_master).await?;
+            let mut wave = mover::Wave::new(source_master, master_of(&t, to)?, &big_slots);
+            wave.safe = m.safe;
+            wave.target_replicas = t
+                .groups
+                .get(&to)
+                .map(|g| g.replicas().to_vec())
+                .unwrap_or_default();
+            for key in &big {
+                let started = Instant::now();
+                let bytes =
+                    mover::copy_big_key(&state.servers, &state.leadership, &wave, key).await?;
+                live.progress.keys.fetch_add(1, Ordering::Relaxed);
+                live.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+                tracing::info!(
+                    id,
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "big key copied in chunks"
+                );
+            }
+            let rest: Vec<usize> = slots
+                .iter()
+                .copied()
+                .filter(|s| big_slots.binary_search(s).is_err())
+                .collect();
+            switch_slots(state, &rest, SlotState::Normal { group: source }, held).await?;
+        } else {
+            switch_slots(state, &slots, SlotState::Normal { group: source }, held).await?;
+        }
         phase = Phase::Barrier;
     }
     if phase == Phase::Barrier {
@@ -1154,6 +1200,44 @@ async fn run_wave(
     save_counters(state, id, live).await;
     wait_barrier(state, id, done.version, "to apply the end of a wave").await?;
     Ok(())
+}
+
+/// The big keys of `slots` at `source` (one scan per source and run, before
+/// its first wave).
+async fn big_keys_of(
+    state: &AppState,
+    m: &Migration,
+    live: &Live,
+    source: GroupId,
+    slots: &[usize],
+) -> Result<Vec<Vec<u8>>, AppError> {
+    let known = live.big_keys.lock().get(&source).cloned();
+    let all = match known {
+        Some(all) => all,
+        None => {
+            let t = state.load().await?;
+            let master = master_of(&t, source)?;
+            let mut set = vec![false; SLOT_COUNT];
+            for &s in &m.slots {
+                if t.slot(s) == (SlotState::Normal { group: source }) {
+                    if let Some(c) = set.get_mut(s) {
+                        *c = true;
+                    }
+                }
+            }
+            let found = mover::find_big_keys(&state.servers, &master, &set).await?;
+            if !found.is_empty() {
+                tracing::info!(id = m.id, source, count = found.len(), "big keys found");
+            }
+            live.big_keys.lock().insert(source, found.clone());
+            found
+        }
+    };
+    let wanted: BTreeSet<usize> = slots.iter().copied().collect();
+    Ok(all
+        .into_iter()
+        .filter(|k| wanted.contains(&usize::from(shardis_topology::slot_of(k))))
+        .collect())
 }
 
 /// Moves one big key while only its slot is held: `migrating` → `held`,

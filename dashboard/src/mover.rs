@@ -694,6 +694,62 @@ pub async fn copy_big_key(
     Ok(size.unwrap_or(0))
 }
 
+/// Sizes keys server-side and returns only the big ones: one round trip
+/// per `SCAN` page instead of one `MEMORY USAGE` answer per key.
+const BIG_KEYS_SCRIPT: &str = r"
+local out = {}
+local limit = tonumber(ARGV[1])
+for _, k in ipairs(KEYS) do
+  local n = redis.call('MEMORY', 'USAGE', k)
+  if n and n >= limit then out[#out + 1] = k end
+end
+return out
+";
+
+/// The big keys (see [`BIG_KEY_BYTES`]) of `slots` on the source: found
+/// before a wave starts, so that they are copied in chunks while only their
+/// slot is held, before any proxy could move them with one blocking
+/// `MIGRATE` on access. One `SCAN` of the source.
+pub async fn find_big_keys(
+    servers: &Servers,
+    addr: &str,
+    slots: &[bool],
+) -> Result<Vec<Vec<u8>>, AppError> {
+    let mut conn = servers.connect_with(addr, REPLY_TIMEOUT).await?;
+    let mut cursor: u64 = 0;
+    let mut big = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| server_error(addr, "SCAN", e))?;
+        let mine: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
+            .collect();
+        if !mine.is_empty() {
+            let found: Vec<Vec<u8>> = redis::cmd("EVAL")
+                .arg(BIG_KEYS_SCRIPT)
+                .arg(mine.len())
+                .arg(&mine)
+                .arg(BIG_KEY_BYTES)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| server_error(addr, "EVAL (big key sizes)", e))?;
+            big.extend(found.into_iter().filter(|k| tmp_name(k).is_some()));
+        }
+        cursor = next;
+        if cursor == 0 {
+            big.sort();
+            big.dedup();
+            return Ok(big);
+        }
+    }
+}
+
 /// Keys of `slots` on a server, found by one full `SCAN`: how many, and the
 /// first few with their slot (for the pre-flight check of a target).
 pub async fn keys_in_slots(

@@ -740,6 +740,10 @@ fn big_keys_move_in_chunks_with_their_ttl_and_contents() {
         log.matches("big key copied in chunks").count() >= 5,
         "the big keys were not copied in chunks:\n{log}"
     );
+    assert!(
+        log.contains("big keys found"),
+        "the big keys were not found before the wave:\n{log}"
+    );
     let after = snapshot(&mut conn);
     assert!(before == after, "contents changed in the move");
     let ttl: i64 = redis::cmd("TTL").arg(h).query(&mut conn).unwrap();
