@@ -44,6 +44,9 @@ use crate::state::AppState;
 pub const DEFAULT_WAVE_SIZE: usize = 128;
 /// How long one barrier round waits before the reason is refreshed.
 const BARRIER_ROUND: Duration = Duration::from_secs(1);
+/// A wave whose move fails this many times in a row, while both masters
+/// answer, is moved back and the migration fails.
+const MAX_WAVE_FAILURES: u32 = 3;
 /// Pause before retrying a failed step.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How often a running migration's counters are saved.
@@ -782,6 +785,8 @@ struct Standing {
     in_flight: Option<(GroupId, Vec<usize>, bool)>,
     /// Slots still at their source, by source.
     todo: BTreeMap<GroupId, Vec<usize>>,
+    /// A wave being rolled back: the group its keys go back to, its slots.
+    rolling_back: Option<(GroupId, Vec<usize>)>,
     /// Slots in a state this migration did not put them in.
     odd: Vec<(usize, SlotState)>,
 }
@@ -790,6 +795,7 @@ fn standing(m: &Migration, t: &Topology) -> Standing {
     let mut migrating: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
     let mut held: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
     let mut todo: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
+    let mut back: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
     let mut odd = Vec::new();
     for &s in &m.slots {
         match t.slot(s) {
@@ -800,6 +806,9 @@ fn standing(m: &Migration, t: &Topology) -> Standing {
             }
             SlotState::Held { group } if group != m.to_group => {
                 held.entry(group).or_default().push(s)
+            }
+            SlotState::Migrating { from, to } if from == m.to_group => {
+                back.entry(to).or_default().push(s)
             }
             other => odd.push((s, other)),
         }
@@ -812,6 +821,7 @@ fn standing(m: &Migration, t: &Topology) -> Standing {
     Standing {
         in_flight,
         todo,
+        rolling_back: back.into_iter().next(),
         odd,
     }
 }
@@ -834,6 +844,14 @@ async fn drive(state: &Arc<AppState>, id: MigrationId, live: &Live) -> Result<()
             return fail(state, id, format!("target group {} is gone", m.to_group)).await;
         }
         let s = standing(&m, &t);
+        if let Some((back_to, slots)) = s.rolling_back {
+            finish_roll_back(state, &m, back_to, &slots).await?;
+            let why = m
+                .error
+                .clone()
+                .unwrap_or_else(|| "a wave could not be moved".into());
+            return fail(state, id, why).await;
+        }
         if let Some((source, slots, migrating)) = s.in_flight {
             let phase = if migrating {
                 Phase::Move
@@ -890,6 +908,23 @@ async fn drive(state: &Arc<AppState>, id: MigrationId, live: &Live) -> Result<()
 }
 
 async fn fail(state: &AppState, id: MigrationId, why: String) -> Result<(), AppError> {
+    // Say where every slot of the migration is now.
+    let t = state.load().await?;
+    let m = load_one(state, id).await?;
+    let mut by_state: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &s in &m.slots {
+        let st = t.slot(s);
+        let name = match st {
+            SlotState::Normal { group } => format!("group {group}"),
+            other => other.to_string(),
+        };
+        by_state.entry(name).or_default().push(s);
+    }
+    let place: Vec<String> = by_state
+        .into_iter()
+        .map(|(where_, slots)| format!("slots {} on {where_}", format_ranges(slots)))
+        .collect();
+    let why = format!("{why}; now: {}", place.join(", "));
     tracing::error!("migration {id} failed: {why}");
     update(state, id, |m| {
         transition(m, MigrationState::Failed)?;
@@ -1137,6 +1172,7 @@ async fn run_wave(
         .map(|g| g.replicas().to_vec())
         .unwrap_or_default();
     live.control.paused.store(false, Ordering::Relaxed);
+    let mut failures = 0;
     loop {
         let started = Instant::now();
         match mover::move_wave(
@@ -1178,6 +1214,31 @@ async fn run_wave(
                     return Err(e);
                 }
                 tracing::warn!("migration {id}: moving slots {text}: {e}");
+                failures += 1;
+                // Both masters answer, so the failure is about the data
+                // (the target is full, refuses the payload…): after a few
+                // tries, or at once when asked to stop, move the wave back.
+                let reachable = state.servers.info(&source_master, "server").await.is_ok()
+                    && state.servers.info(&target_master, "server").await.is_ok();
+                let stop = load_one(state, id)
+                    .await
+                    .map(|m| m.stop_requested)
+                    .unwrap_or(false);
+                if reachable && (failures >= MAX_WAVE_FAILURES || stop) {
+                    let why = format!(
+                        "moving slots {text} from group {source} to group {to} failed {failures} \
+                         times ({e}); the wave was moved back to group {source}"
+                    );
+                    let _ = update(state, id, |m| {
+                        m.error = Some(why.clone());
+                        Ok(())
+                    })
+                    .await;
+                    let t = switch_slots(state, &slots, migrating, held).await?;
+                    wait_barrier(state, id, t.version, "to hold slots for the roll-back").await?;
+                    finish_roll_back(state, m, source, &slots).await?;
+                    return fail(state, id, why).await;
+                }
                 let _ = update(state, id, |m| {
                     m.error = Some(format!("{e} (retrying)"));
                     Ok(())
@@ -1199,6 +1260,87 @@ async fn run_wave(
     .await;
     save_counters(state, id, live).await;
     wait_barrier(state, id, done.version, "to apply the end of a wave").await?;
+    Ok(())
+}
+
+/// Moves a wave back to `back_to` from the migration's target. The slots
+/// are `held(back_to)` (after a barrier) or already `migrating(target,
+/// back_to)` (a dashboard that took over). Lost proxies are fenced on both
+/// masters, keys on both servers lose their stale copy at `back_to`, the
+/// slots migrate back (proxies move on access the other way), and end
+/// `normal(back_to)` after a barrier: every slot wholly on one group.
+async fn finish_roll_back(
+    state: &AppState,
+    m: &Migration,
+    back_to: GroupId,
+    slots: &[usize],
+) -> Result<(), AppError> {
+    let id = m.id;
+    let from = m.to_group;
+    let text = format_ranges(slots.iter().copied());
+    let held = SlotState::Held { group: back_to };
+    let reverse = SlotState::Migrating { from, to: back_to };
+    tracing::warn!(id, slots = %text, from, back_to, "rolling a wave back");
+    loop {
+        let attempt = async {
+            let t = state.load().await?;
+            let home = master_of(&t, back_to)?;
+            let away = master_of(&t, from)?;
+            fence(state, &home).await?;
+            fence(state, &away).await?;
+            let mut set = vec![false; SLOT_COUNT];
+            for &s in slots {
+                if let Some(c) = set.get_mut(s) {
+                    *c = true;
+                }
+            }
+            if slots.iter().any(|&s| t.slot(s) == held) {
+                let dropped = mover::drop_stale_copies(&state.servers, &away, &home, &set).await?;
+                if dropped > 0 {
+                    tracing::warn!(id, dropped, "stale copies dropped before the roll-back");
+                }
+                switch_slots(state, slots, held, reverse).await?;
+            }
+            let mut wave = mover::Wave::new(away, home, slots);
+            wave.defer_big = false;
+            wave.safe = m.safe;
+            wave.target_replicas = t
+                .groups
+                .get(&back_to)
+                .map(|g| g.replicas().to_vec())
+                .unwrap_or_default();
+            let control = Control::default();
+            let progress = Arc::new(Progress::default());
+            mover::move_wave(
+                &state.servers,
+                &state.leadership,
+                &wave,
+                &control,
+                &progress,
+            )
+            .await?;
+            Ok::<(), AppError>(())
+        }
+        .await;
+        match attempt {
+            Ok(()) => break,
+            Err(e) => {
+                state.leadership.require_leader()?;
+                set_reason(
+                    state,
+                    id,
+                    Some(format!(
+                        "rolling slots {text} back to group {back_to}: {e}; retrying"
+                    )),
+                )
+                .await;
+                sleep(RETRY_AFTER).await;
+            }
+        }
+    }
+    let t = switch_slots(state, slots, reverse, SlotState::Normal { group: back_to }).await?;
+    wait_barrier(state, id, t.version, "to apply the roll-back").await?;
+    set_reason(state, id, None).await;
     Ok(())
 }
 

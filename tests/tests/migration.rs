@@ -754,3 +754,72 @@ fn big_keys_move_in_chunks_with_their_ttl_and_contents() {
     assert_eq!(s.servers(1)[0].dbsize(), 0);
     assert_eq!(s.servers(2)[0].dbsize(), 5);
 }
+
+#[test]
+fn a_wave_the_target_cannot_take_is_moved_back_and_the_migration_fails_cleanly() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    let proxy = s.proxies[0].addr();
+    let mut conn = connect(&proxy).unwrap();
+    let value = "x".repeat(1000);
+    for chunk in 0..20 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("SET").arg(format!("oom{i}")).arg(&value).ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    let load = start_load(vec![proxy.clone()], 2);
+    load.wait_progress(200);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(512),
+            keys_per_sec: Some(2000),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(20), "moving", |m| {
+        m.keys_moved >= 1000
+    });
+    // The target fills up: it refuses further keys.
+    let target = &s.servers(2)[0];
+    let used: String = {
+        let info = String::from_utf8_lossy(&target.cmd(&["INFO", "memory"])).into_owned();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let limit = used.parse::<u64>().unwrap() + 200_000;
+    target.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    target.cmd(&["CONFIG", "SET", "maxmemory", &limit.to_string()]);
+    let end = wait_for(&c, m.id, Duration::from_secs(60), "failing", |m| {
+        m.state == "failed"
+    });
+    let error = end.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("moved back") && error.contains("slots 0-511 on group 1"),
+        "{error}"
+    );
+    // Every slot wholly on group 1 again, every key there and readable.
+    assert!(s
+        .stored()
+        .slots
+        .iter()
+        .all(|st| matches!(st, SlotState::Normal { .. })));
+    assert_eq!(end.slots_done, 0);
+    target.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    let logs = load.finish();
+    verify(&s, &proxy, &logs);
+    for i in (0..20_000).step_by(7) {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("oom{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(value.as_str()), "oom{i}");
+    }
+}
