@@ -823,3 +823,44 @@ fn a_wave_the_target_cannot_take_is_moved_back_and_the_migration_fails_cleanly()
         assert_eq!(v.as_deref(), Some(value.as_str()), "oom{i}");
     }
 }
+
+#[test]
+fn safe_mode_deletes_on_the_source_only_what_the_targets_replica_has() {
+    let s = setup(&[1, 2], 1, |d| d);
+    let c = s.client();
+    let proxy = s.proxies[0].addr();
+    fill(&proxy, 10_000);
+    let load = start_load(vec![proxy.clone()], 2);
+    load.wait_progress(200);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(128),
+            keys_per_sec: None,
+            bytes_per_sec: None,
+            safe: Some(true),
+        })
+        .unwrap();
+    assert!(m.safe);
+    let end = wait_finished(&c, m.id, Duration::from_secs(60));
+    eprintln!(
+        "safe mode: {} keys in {:.2}s ({:.0} keys/s)",
+        end.keys_moved, end.elapsed_secs, end.keys_per_sec
+    );
+    let logs = load.finish();
+    verify(&s, &proxy, &logs);
+    check_fill(&proxy, 10_000);
+    // The replica of the target has every filler key.
+    let replica = &s.servers(2)[1];
+    let mut conn = replica.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        if n >= 10_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica holds only {n} keys");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
