@@ -864,3 +864,37 @@ fn safe_mode_deletes_on_the_source_only_what_the_targets_replica_has() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_promotion_is_refused_while_a_migration_moves_the_group() {
+    let s = setup(&[2, 1], 1, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 5_000);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(512),
+            keys_per_sec: Some(1000),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(10), "moving", |m| {
+        m.keys_moved > 0
+    });
+    let replica = s.servers(1)[1].addr();
+    assert_api_error(c.promote(1, &replica), 409, "migrat");
+    // Once it is done the promotion goes through.
+    c.set_migration_rate(
+        m.id,
+        &SetRate {
+            keys_per_sec: Some(0),
+            bytes_per_sec: None,
+        },
+    )
+    .unwrap();
+    wait_finished(&c, m.id, Duration::from_secs(30));
+    c.promote(1, &replica).unwrap();
+    check_fill(&s.proxies[0].addr(), 5_000);
+}
