@@ -58,6 +58,9 @@ enum Cmd {
     FillHash(FillHashArgs),
     /// One request at a time on one connection: the longest stall.
     Probe(ProbeArgs),
+    /// Plain `MIGRATE ... KEYS` of keys 0..keys in batches, one at a time:
+    /// what stock Redis does alone (a reference for the mover).
+    RawMigrate(RawMigrateArgs),
 }
 
 #[derive(Args, Clone)]
@@ -195,6 +198,25 @@ struct ProbeArgs {
     report_over_ms: f64,
 }
 
+#[derive(Args)]
+struct RawMigrateArgs {
+    /// The source server.
+    #[arg(long)]
+    addr: String,
+    /// The target server, host:port.
+    #[arg(long)]
+    to: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    #[arg(long, default_value = "key:")]
+    key_prefix: String,
+    /// Keys per MIGRATE.
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Run(a) => run(a),
@@ -202,6 +224,7 @@ fn main() -> Result<()> {
         Cmd::Fill(a) => fill(a),
         Cmd::FillHash(a) => fill_hash(a),
         Cmd::Probe(a) => probe(a),
+        Cmd::RawMigrate(a) => raw_migrate(a),
     }
 }
 
@@ -1030,4 +1053,58 @@ fn probe(a: ProbeArgs) -> Result<()> {
         bail!("the probe's connection failed: {f}");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// raw-migrate
+// ---------------------------------------------------------------------------
+
+fn raw_migrate(a: RawMigrateArgs) -> Result<()> {
+    let (host, port) = a.to.rsplit_once(':').context("--to must be host:port")?;
+    let mut sock = connect(&a.addr, Duration::from_secs(120))?;
+    let mut reader = Reader::new(sock.try_clone()?);
+    let batch = a.batch.max(1);
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut calls = 0u64;
+    let mut buf = Vec::new();
+    let mut i = 0;
+    while i < a.keys {
+        let n = (a.keys - i).min(batch);
+        let keys: Vec<Vec<u8>> = (i..i + n).map(|k| key(&a.key_prefix, k)).collect();
+        let mut args: Vec<&[u8]> = vec![
+            b"MIGRATE",
+            host.as_bytes(),
+            port.as_bytes(),
+            b"",
+            b"0",
+            b"10000",
+            b"KEYS",
+        ];
+        args.extend(keys.iter().map(Vec::as_slice));
+        buf.clear();
+        push_cmd(&mut buf, &args);
+        let t = Instant::now();
+        sock.write_all(&buf)?;
+        if let Some(e) = reader.read_reply()?.error {
+            if !e.starts_with("NOKEY") {
+                bail!("MIGRATE failed: {e}");
+            }
+        }
+        slowest = slowest.max(t.elapsed());
+        calls += 1;
+        i += n;
+    }
+    let s = started.elapsed().as_secs_f64();
+    println!(
+        "raw-migrate: {} keys in {s:.2} s ({:.0} keys/s), {calls} MIGRATE calls of up to {batch} keys, slowest {:.1} ms",
+        a.keys,
+        a.keys as f64 / s,
+        slowest.as_secs_f64() * 1000.0
+    );
+    write_json(
+        &a.json,
+        &json!({"mode": "raw-migrate", "keys": a.keys, "seconds": s, "keys_per_sec": a.keys as f64 / s,
+                "batch": batch, "calls": calls, "slowest_ms": slowest.as_secs_f64() * 1000.0}),
+    )
 }
