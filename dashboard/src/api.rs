@@ -329,3 +329,104 @@ pub struct PromoteResponse {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lagging: Vec<LaggingProxy>,
 }
+
+// ---------------------------------------------------------------------------
+// Migrations and rebalance
+// ---------------------------------------------------------------------------
+
+/// `POST /api/v1/migrations`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMigration {
+    /// Ranges like `0-511`.
+    pub slots: String,
+    pub to_group: GroupId,
+    /// Slots per wave (one scan of the source per wave); default 128.
+    #[serde(default)]
+    pub wave_size: Option<usize>,
+    /// Rate limits; 0 or absent: unlimited.
+    #[serde(default)]
+    pub keys_per_sec: Option<u64>,
+    #[serde(default)]
+    pub bytes_per_sec: Option<u64>,
+    /// Copy, wait until the target's replicas have it, then delete on the
+    /// source (slower; loses nothing if the target's master dies mid-move).
+    #[serde(default)]
+    pub safe: Option<bool>,
+}
+
+/// `POST /api/v1/migrations/{id}/rate`: absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRate {
+    #[serde(default)]
+    pub keys_per_sec: Option<u64>,
+    #[serde(default)]
+    pub bytes_per_sec: Option<u64>,
+}
+
+/// A run of consecutive slots of a migration in the same state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRun {
+    pub slots: String,
+    /// `normal`, `held` or `migrating`.
+    pub state: String,
+    /// The owning group (for `migrating`, the source).
+    pub group: GroupId,
+    /// For `migrating`: where the keys go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<GroupId>,
+}
+
+/// A migration as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationView {
+    pub id: u64,
+    /// `pending`, `running`, `paused`, `finished`, `stopped` or `failed`.
+    pub state: String,
+    pub slots: String,
+    pub to_group: GroupId,
+    pub slots_total: usize,
+    /// Slots wholly at the target.
+    pub slots_done: usize,
+    /// Each slot's own state, as runs.
+    pub slot_states: Vec<SlotRun>,
+    pub keys_moved: u64,
+    pub bytes_moved: u64,
+    pub keys_per_sec: f64,
+    pub elapsed_secs: f64,
+    pub wave_size: usize,
+    pub keys_per_sec_limit: u64,
+    pub bytes_per_sec_limit: u64,
+    pub safe: bool,
+    pub stop_requested: bool,
+    /// Why it waits right now (which proxy lags, which group is busy…).
+    pub reason: Option<String>,
+    /// Why it failed, or the error it is retrying after.
+    pub error: Option<String>,
+    /// What the pre-flight checks found (e.g. the target's eviction policy).
+    #[serde(default)]
+    pub checks: Vec<String>,
+    pub created_at: u64,
+    pub ended_at: Option<u64>,
+}
+
+/// One move of a rebalance plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceMove {
+    pub slots: String,
+    pub from: GroupId,
+    pub to: GroupId,
+    pub count: usize,
+}
+
+/// `POST /api/v1/rebalance[?dry_run=true]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceResponse {
+    pub dry_run: bool,
+    /// Slots per group after the plan.
+    pub target: std::collections::BTreeMap<GroupId, usize>,
+    pub moves: Vec<RebalanceMove>,
+    /// The migrations started (none for a dry run), one per target group.
+    pub migrations: Vec<u64>,
+}

@@ -9,8 +9,9 @@ use serde::Serialize;
 use shardis_topology::GroupId;
 
 use crate::api::{
-    AddServer, AssignSlots, BarrierResponse, ChangeResponse, CreateGroup, ErrorBody,
-    GroupsResponse, Overview, Promote, PromoteResponse, ProxiesResponse, SlotsResponse,
+    AddServer, AssignSlots, BarrierResponse, ChangeResponse, CreateGroup, CreateMigration,
+    ErrorBody, GroupsResponse, MigrationView, Overview, Promote, PromoteResponse, ProxiesResponse,
+    RebalanceResponse, SetRate, SlotsResponse,
 };
 
 /// Reads answer quickly; changes may wait for barriers (two of them for a
@@ -184,6 +185,44 @@ impl Client {
         };
         let wait = timeout.unwrap_or(CHANGE_TIMEOUT) + READ_TIMEOUT;
         self.call::<(), _>("GET", &path, None, wait)
+    }
+
+    pub fn migrations(&self) -> Result<Vec<MigrationView>, ClientError> {
+        self.get("/api/v1/migrations")
+    }
+
+    pub fn migration(&self, id: u64) -> Result<MigrationView, ClientError> {
+        self.get(&format!("/api/v1/migrations/{id}"))
+    }
+
+    pub fn create_migration(&self, req: &CreateMigration) -> Result<MigrationView, ClientError> {
+        self.send("POST", "/api/v1/migrations", Some(req))
+    }
+
+    /// `action`: `pause`, `resume` or `stop`.
+    pub fn steer_migration(&self, id: u64, action: &str) -> Result<MigrationView, ClientError> {
+        self.send::<(), _>("POST", &format!("/api/v1/migrations/{id}/{action}"), None)
+    }
+
+    pub fn set_migration_rate(
+        &self,
+        id: u64,
+        rate: &SetRate,
+    ) -> Result<MigrationView, ClientError> {
+        self.send("POST", &format!("/api/v1/migrations/{id}/rate"), Some(rate))
+    }
+
+    pub fn rebalance(
+        &self,
+        dry_run: bool,
+        groups: Option<&[GroupId]>,
+    ) -> Result<RebalanceResponse, ClientError> {
+        let mut path = format!("/api/v1/rebalance?dry_run={dry_run}");
+        if let Some(groups) = groups {
+            let list: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            path.push_str(&format!("&groups={}", list.join(",")));
+        }
+        self.send::<(), _>("POST", &path, None)
     }
 
     /// Any GET, as raw JSON (for `--json` output of calls without a type here).

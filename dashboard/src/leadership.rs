@@ -48,6 +48,10 @@ pub struct Leadership {
     /// Who we are (`since` unused here).
     me: LeaderInfo,
     role: watch::Sender<RoleState>,
+    /// Until when the lease is proven alive (monotonic): checked by work that
+    /// acts on Redis servers for the leader (the mover) before each step, so
+    /// that a dashboard frozen past its lease never acts after it resumes.
+    proven_until: parking_lot::Mutex<Instant>,
 }
 
 fn unix_now() -> u64 {
@@ -62,6 +66,7 @@ impl Leadership {
         Leadership {
             me: LeaderInfo { id, addr, since: 0 },
             role: watch::channel(RoleState::Standby { leader: None }).0,
+            proven_until: parking_lot::Mutex::new(Instant::now()),
         }
     }
 
@@ -79,6 +84,12 @@ impl Leadership {
 
     pub fn is_leader(&self) -> bool {
         matches!(*self.role.borrow(), RoleState::Leader { .. })
+    }
+
+    /// Leads, and the lease is proven alive right now (by the clock, not
+    /// only by the last campaign round).
+    pub fn leading_now(&self) -> bool {
+        self.is_leader() && Instant::now() < *self.proven_until.lock()
     }
 
     pub fn status(&self) -> DashboardStatus {
@@ -190,6 +201,7 @@ impl Leadership {
                         Ok(l) => {
                             lease = Some(l);
                             proven_until = sent + ttl.saturating_sub(margin);
+                            *self.proven_until.lock() = proven_until;
                             next_renew = sent + renew_every;
                             l
                         }
@@ -208,6 +220,7 @@ impl Leadership {
                 match timeout(renew_every, store.keep_alive(current)).await {
                     Ok(Ok(granted)) => {
                         proven_until = sent + granted.saturating_sub(margin);
+                        *self.proven_until.lock() = proven_until;
                         next_renew = sent + renew_every;
                     }
                     Ok(Err(StoreError::LeaseExpired(_))) => {

@@ -14,12 +14,16 @@
 //! | [`changes`] | the topology changes as pure, unit-tested functions |
 //! | [`barrier`] | wait until every live proxy applied a version |
 //! | [`promote`] | switchover/failover of a group's master |
+//! | [`migrate`] | slot migrations: API operations and the runner |
+//! | [`mover`] | moves a wave's keys between two masters |
+//! | [`rebalance`] | the plan that spreads slots evenly |
 //! | [`leadership`] | the leader election and stepping down |
 //! | [`servers`] | the dashboard's Redis commands (INFO, DBSIZE, REPLICAOF) |
 //! | [`views`] | groups, slots, proxies and the overview |
 //! | [`openapi`] | the OpenAPI document |
 //! | [`client`] | the blocking API client |
 #![forbid(unsafe_code)]
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod barrier;
@@ -28,8 +32,11 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod leadership;
+pub mod migrate;
+pub mod mover;
 pub mod openapi;
 pub mod promote;
+pub mod rebalance;
 pub mod routes;
 pub mod servers;
 pub mod state;
@@ -59,6 +66,7 @@ pub struct Dashboard {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     campaign: JoinHandle<()>,
+    runner: JoinHandle<()>,
 }
 
 impl Dashboard {
@@ -67,6 +75,7 @@ impl Dashboard {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.send_replace(true);
         let served = self.server.await.context("the HTTP server task")?;
+        self.runner.await.context("the migration runner")?;
         self.campaign.await.context("the leadership task")?;
         served.context("serving HTTP")
     }
@@ -95,6 +104,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Dash
         shutdown_rx.clone(),
     ));
     let state = Arc::new(AppState::new(store, config, leadership));
+    let runner = tokio::spawn(migrate::runner(state.clone(), shutdown_rx.clone()));
     let mut stop = shutdown_rx;
     let router = app(state.clone());
     let server = tokio::spawn(async move {
@@ -111,6 +121,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Dash
         shutdown,
         server,
         campaign,
+        runner,
     })
 }
 

@@ -131,6 +131,39 @@ pub fn document() -> Value {
                     "id": {"type": "string"}, "addr": {"type": "string"}, "since": {"type": "integer"}}},
                 "LaggingProxy": {"type": "object", "properties": {
                     "id": {"type": "string"}, "addr": {"type": "string"}, "applied_version": {"type": "integer"}}},
+                "CreateMigration": {"type": "object", "required": ["slots", "to_group"], "properties": {
+                    "slots": {"type": "string", "example": "0-511"},
+                    "to_group": {"type": "integer", "minimum": 1},
+                    "wave_size": {"type": "integer", "default": 128},
+                    "keys_per_sec": {"type": "integer", "default": 0, "description": "0: unlimited"},
+                    "bytes_per_sec": {"type": "integer", "default": 0, "description": "0: unlimited"},
+                    "safe": {"type": "boolean", "default": false,
+                        "description": "MIGRATE COPY, wait for the target's replicas, then delete on the source"}}},
+                "SetRate": {"type": "object", "properties": {
+                    "keys_per_sec": {"type": "integer"}, "bytes_per_sec": {"type": "integer"}}},
+                "Migration": {"type": "object", "properties": {
+                    "id": {"type": "integer"},
+                    "state": {"type": "string", "enum": ["pending", "running", "paused", "finished", "stopped", "failed"]},
+                    "slots": {"type": "string"}, "to_group": {"type": "integer"},
+                    "slots_total": {"type": "integer"}, "slots_done": {"type": "integer"},
+                    "slot_states": {"type": "array", "items": {"type": "object", "properties": {
+                        "slots": {"type": "string"}, "state": {"type": "string", "enum": ["normal", "held", "migrating"]},
+                        "group": {"type": "integer"}, "target": {"type": "integer"}}}},
+                    "keys_moved": {"type": "integer"}, "bytes_moved": {"type": "integer"},
+                    "keys_per_sec": {"type": "number"}, "elapsed_secs": {"type": "number"},
+                    "wave_size": {"type": "integer"}, "keys_per_sec_limit": {"type": "integer"},
+                    "bytes_per_sec_limit": {"type": "integer"}, "safe": {"type": "boolean"},
+                    "stop_requested": {"type": "boolean"},
+                    "reason": {"type": "string", "nullable": true}, "error": {"type": "string", "nullable": true},
+                    "checks": {"type": "array", "items": {"type": "string"}},
+                    "created_at": {"type": "integer"}, "ended_at": {"type": "integer", "nullable": true}}},
+                "MigrationList": {"type": "array", "items": {"$ref": "#/components/schemas/Migration"}},
+                "Rebalance": {"type": "object", "properties": {
+                    "dry_run": {"type": "boolean"},
+                    "target": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "moves": {"type": "array", "items": {"type": "object", "properties": {
+                        "slots": {"type": "string"}, "from": {"type": "integer"}, "to": {"type": "integer"}, "count": {"type": "integer"}}}},
+                    "migrations": {"type": "array", "items": {"type": "integer"}}}},
                 "CreateGroup": {"type": "object", "required": ["id"], "properties": {
                     "id": {"type": "integer", "minimum": 1}}},
                 "AddServer": {"type": "object", "required": ["addr"], "properties": {
@@ -308,7 +341,55 @@ pub fn document() -> Value {
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
                     }
                 }
+            },
+            "/api/v1/migrations": {
+                "get": read("list migrations", "Every migration, newest first, with its progress and the state of each slot.",
+                    ok("200", "the migrations", "MigrationList"), json!([])),
+                "post": change("start a migration",
+                    "Pre-flight checks first (both groups have a reachable master; the target holds no key of the \
+                     moving slots; the target's maxmemory leaves room), then the migration is queued and runs in \
+                     waves: hold (every live proxy confirms), fence lost proxies, migrating (proxies move keys on \
+                     access, the mover scans the source once per wave), complete (every live proxy confirms).",
+                    Some("CreateMigration"), ok("201", "the migration, pending", "Migration"),
+                    &[bad, ("404", "unknown group"), ("409", "slots unassigned, busy or already there; the target holds keys of the slots; no room on the target"), server],
+                    json!([]))
+            },
+            "/api/v1/migrations/{id}": {
+                "get": read("one migration", "Progress, rate, each slot's state, and why it waits or failed.",
+                    ok("200", "the migration", "Migration"), json!([migration_id()]))
+            },
+            "/api/v1/migrations/{id}/pause": {
+                "post": change("pause a migration", "The mover stops between batches; a wave in flight stays migrating (proxies keep moving its keys on access).",
+                    None, ok("200", "the migration", "Migration"), &[("404", "unknown migration"), ("409", "it has ended")], json!([migration_id()]))
+            },
+            "/api/v1/migrations/{id}/resume": {
+                "post": change("resume a paused migration", "It continues where it stood.",
+                    None, ok("200", "the migration", "Migration"), &[("404", "unknown migration"), ("409", "not paused")], json!([migration_id()]))
+            },
+            "/api/v1/migrations/{id}/stop": {
+                "post": change("stop a migration", "The wave in flight completes, the rest stays where it is: every slot is wholly on one group.",
+                    None, ok("200", "the migration", "Migration"), &[("404", "unknown migration"), ("409", "it has ended")], json!([migration_id()]))
+            },
+            "/api/v1/migrations/{id}/rate": {
+                "post": change("change a migration's rate limit", "keys/s and bytes/s; 0 is unlimited; absent fields stay.",
+                    Some("SetRate"), ok("200", "the migration", "Migration"), &[bad, ("404", "unknown migration"), ("409", "it has ended")], json!([migration_id()]))
+            },
+            "/api/v1/rebalance": {
+                "post": change("spread the slots evenly",
+                    "Plans the fewest moves that leave every group (with a master, or those in `groups`) within one slot \
+                     of even, and starts one migration per receiving group; with dry_run=true only answers the plan.",
+                    None, ok("200", "the plan and the migrations started", "Rebalance"),
+                    &[bad, ("404", "unknown group"), ("409", "slots unassigned, held or migrating, or migrations still running")],
+                    json!([
+                        {"name": "dry_run", "in": "query", "required": false, "schema": {"type": "boolean"}},
+                        {"name": "groups", "in": "query", "required": false, "description": "e.g. 1,2", "schema": {"type": "string"}}
+                    ]))
             }
         }
     })
+}
+
+fn migration_id() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "description": "migration id",
+           "schema": {"type": "integer", "minimum": 1}})
 }

@@ -21,12 +21,13 @@ use serde::Deserialize;
 use shardis_topology::{parse_ranges, GroupId};
 
 use crate::api::{
-    AddServer, AssignSlots, BarrierResponse, ChangeResponse, CreateGroup, ErrorBody,
-    GroupsResponse, Overview, PromoteResponse, ProxiesResponse, SlotsResponse, IF_MATCH,
+    AddServer, AssignSlots, BarrierResponse, ChangeResponse, CreateGroup, CreateMigration,
+    ErrorBody, GroupsResponse, MigrationView, Overview, PromoteResponse, ProxiesResponse,
+    RebalanceResponse, SetRate, SlotsResponse, IF_MATCH,
 };
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::{barrier, changes, openapi, promote, views};
+use crate::{barrier, changes, migrate, openapi, promote, views};
 
 pub type Shared = Arc<AppState>;
 
@@ -46,6 +47,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/slots/assign"),
     ("GET", "/api/v1/proxies"),
     ("GET", "/api/v1/barrier"),
+    ("GET", "/api/v1/migrations"),
+    ("POST", "/api/v1/migrations"),
+    ("GET", "/api/v1/migrations/{id}"),
+    ("POST", "/api/v1/migrations/{id}/pause"),
+    ("POST", "/api/v1/migrations/{id}/resume"),
+    ("POST", "/api/v1/migrations/{id}/stop"),
+    ("POST", "/api/v1/migrations/{id}/rate"),
+    ("POST", "/api/v1/rebalance"),
 ];
 
 /// The longest a caller may ask `GET /api/v1/barrier` to wait.
@@ -68,6 +77,16 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/slots/assign", post(assign_slots))
         .route("/api/v1/proxies", get(list_proxies))
         .route("/api/v1/barrier", get(barrier_wait))
+        .route(
+            "/api/v1/migrations",
+            get(list_migrations).post(create_migration),
+        )
+        .route("/api/v1/migrations/{id}", get(get_migration))
+        .route("/api/v1/migrations/{id}/pause", post(pause_migration))
+        .route("/api/v1/migrations/{id}/resume", post(resume_migration))
+        .route("/api/v1/migrations/{id}/stop", post(stop_migration))
+        .route("/api/v1/migrations/{id}/rate", post(rate_migration))
+        .route("/api/v1/rebalance", post(rebalance))
         // Only matched routes are guarded: an unknown path is a 404 for anyone.
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .fallback(no_route)
@@ -485,4 +504,94 @@ async fn assign_slots(
             body.group
         ),
     )))
+}
+
+// ---------------------------------------------------------------------------
+// Migrations
+// ---------------------------------------------------------------------------
+
+async fn list_migrations(State(s): State<Shared>) -> Result<Json<Vec<MigrationView>>, AppError> {
+    Ok(Json(migrate::list(&s).await?))
+}
+
+async fn create_migration(
+    State(s): State<Shared>,
+    ApiJson(body): ApiJson<CreateMigration>,
+) -> Result<(StatusCode, Json<MigrationView>), AppError> {
+    Ok((StatusCode::CREATED, Json(migrate::create(&s, body).await?)))
+}
+
+async fn get_migration(
+    State(s): State<Shared>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<MigrationView>, AppError> {
+    Ok(Json(migrate::get(&s, id).await?))
+}
+
+async fn pause_migration(
+    State(s): State<Shared>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<MigrationView>, AppError> {
+    Ok(Json(migrate::pause(&s, id).await?))
+}
+
+async fn resume_migration(
+    State(s): State<Shared>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<MigrationView>, AppError> {
+    Ok(Json(migrate::resume(&s, id).await?))
+}
+
+async fn stop_migration(
+    State(s): State<Shared>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<MigrationView>, AppError> {
+    Ok(Json(migrate::stop(&s, id).await?))
+}
+
+async fn rate_migration(
+    State(s): State<Shared>,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(body): ApiJson<SetRate>,
+) -> Result<Json<MigrationView>, AppError> {
+    Ok(Json(migrate::set_rate(&s, id, body).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct RebalanceQuery {
+    #[serde(default)]
+    dry_run: Option<String>,
+    /// `1,2`: spread over these groups only (default: every group with a master).
+    #[serde(default)]
+    groups: Option<String>,
+}
+
+async fn rebalance(
+    State(s): State<Shared>,
+    ApiQuery(q): ApiQuery<RebalanceQuery>,
+) -> Result<Json<RebalanceResponse>, AppError> {
+    let dry_run = match q.dry_run.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return Err(AppError::BadRequest(format!(
+                "dry_run must be true or false, not {other:?}"
+            )))
+        }
+    };
+    let among = match q.groups.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.split(',')
+                .map(|g| {
+                    g.trim().parse::<GroupId>().map_err(|_| {
+                        AppError::BadRequest(format!(
+                            "groups must be group ids separated by commas, e.g. 1,2 (got {text:?})"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    Ok(Json(migrate::rebalance(&s, dry_run, among).await?))
 }

@@ -54,6 +54,16 @@ impl Servers {
     }
 
     async fn connect(&self, addr: &str) -> Result<MultiplexedConnection, AppError> {
+        self.connect_with(addr, self.timeout).await
+    }
+
+    /// A connection whose replies may take up to `response_timeout` (the
+    /// mover's `MIGRATE` of a large batch blocks the source that long).
+    pub async fn connect_with(
+        &self,
+        addr: &str,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, AppError> {
         let (host, port) = split_addr(addr)?;
         let info = ConnectionInfo {
             addr: ConnectionAddr::Tcp(host, port),
@@ -68,7 +78,7 @@ impl Servers {
             .map_err(|e| AppError::Server(format!("Redis server {addr}: {e}")))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout);
+            .set_response_timeout(response_timeout);
         match timeout(
             self.timeout,
             client.get_multiplexed_async_connection_with_config(&config),
@@ -91,8 +101,56 @@ impl Servers {
         }
     }
 
+    /// `MIGRATE`'s credentials for a target server (the source logs in to
+    /// the target with them): `AUTH2 user pw`, `AUTH pw`, or nothing.
+    pub fn migrate_auth(&self) -> Vec<String> {
+        match (&self.user, &self.password) {
+            (Some(user), Some(pw)) => vec!["AUTH2".into(), user.clone(), pw.clone()],
+            (None, Some(pw)) => vec!["AUTH".into(), pw.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A section of `INFO` as text.
+    pub async fn info(&self, addr: &str, section: &str) -> Result<String, AppError> {
+        self.run(addr, redis::cmd("INFO").arg(section)).await
+    }
+
+    /// Closes the connections of proxies that are not live any more:
+    /// every connection named `shardis-proxy-<id>` whose id is not in
+    /// `live`. What it closed, as `(name, count)`.
+    pub async fn kill_lost_proxies(
+        &self,
+        addr: &str,
+        live: &[String],
+    ) -> Result<Vec<(String, usize)>, AppError> {
+        let list: String = self.run(addr, redis::cmd("CLIENT").arg("LIST")).await?;
+        let mut killed: std::collections::BTreeMap<String, usize> = Default::default();
+        for line in list.lines() {
+            let field = |key: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(key))
+                    .map(str::to_string)
+            };
+            let (Some(name), Some(id)) = (field("name="), field("id=")) else {
+                continue;
+            };
+            let Some(proxy) = name.strip_prefix("shardis-proxy-") else {
+                continue;
+            };
+            if live.iter().any(|l| l == proxy) {
+                continue;
+            }
+            let _ = self
+                .run::<redis::Value>(addr, redis::cmd("CLIENT").arg("KILL").arg("ID").arg(&id))
+                .await;
+            *killed.entry(name).or_default() += 1;
+        }
+        Ok(killed.into_iter().collect())
+    }
+
     /// Runs one command on a fresh connection.
-    async fn run<T: redis::FromRedisValue>(
+    pub(crate) async fn run<T: redis::FromRedisValue>(
         &self,
         addr: &str,
         cmd: &redis::Cmd,

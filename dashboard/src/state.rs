@@ -25,6 +25,8 @@ pub struct AppState {
     /// Groups with an operation in progress (a promotion, adding or removing
     /// a server) and what it is: one at a time per group.
     busy_groups: Mutex<BTreeMap<GroupId, String>>,
+    /// Migrations run by this dashboard, and the runner's wake-up.
+    pub migrations: crate::migrate::Migrations,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,6 +65,7 @@ impl AppState {
             servers,
             change_lock: tokio::sync::Mutex::new(()),
             busy_groups: Mutex::new(BTreeMap::new()),
+            migrations: Default::default(),
         }
     }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use shardis_dashboard::api::{
-    ChangeResponse, GroupStatus, Overview, PromoteResponse, ProxyStatus, Replication, Role,
-    ServerStatus, SlotInfo,
+    ChangeResponse, CreateMigration, GroupStatus, MigrationView, Overview, PromoteResponse,
+    ProxyStatus, RebalanceResponse, Replication, Role, ServerStatus, SetRate, SlotInfo,
 };
 use shardis_dashboard::client::{Client, ClientError};
 use shardis_topology::GroupId;
@@ -70,6 +70,48 @@ enum Command {
     },
     /// Registered proxies with their applied topology version and health.
     Proxies,
+    /// Move slots to another group online (e.g. `shardis migrate 0-511 --to 2 --wait`).
+    Migrate {
+        /// Slot ranges, e.g. 0-511 or 0-99,200.
+        ranges: String,
+        /// The group that receives the slots.
+        #[arg(long)]
+        to: GroupId,
+        /// Slots per wave (one scan of the source per wave).
+        #[arg(long)]
+        wave_size: Option<usize>,
+        /// Rate limit in keys per second (0: unlimited).
+        #[arg(long)]
+        keys_per_sec: Option<u64>,
+        /// Rate limit in bytes per second (0: unlimited).
+        #[arg(long)]
+        bytes_per_sec: Option<u64>,
+        /// Copy, wait for the target's replicas, then delete on the source.
+        #[arg(long)]
+        safe: bool,
+        /// Show a live progress bar until the migration ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List migrations (newest first), or show one.
+    Migrations { id: Option<u64> },
+    /// Pause, resume, stop a migration, or change its rate limit.
+    Migration {
+        #[command(subcommand)]
+        action: MigrationCmd,
+    },
+    /// Spread the slots evenly over the groups (fewest moves).
+    Rebalance {
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Spread over these groups only, e.g. 1,2 (default: every group with a master).
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<GroupId>>,
+        /// Follow the migrations until they end.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Wait until every live proxy applied a topology version.
     Barrier {
         /// Default: the current version.
@@ -79,6 +121,26 @@ enum Command {
         #[arg(long)]
         timeout_ms: Option<u64>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrationCmd {
+    /// Stop moving keys (a wave in flight stays migrating; proxies move keys on access).
+    Pause { id: u64 },
+    /// Continue a paused migration.
+    Resume { id: u64 },
+    /// Complete the wave in flight, then stop (every slot wholly on one group).
+    Stop { id: u64 },
+    /// Change the rate limit (0: unlimited).
+    Rate {
+        id: u64,
+        #[arg(long)]
+        keys_per_sec: Option<u64>,
+        #[arg(long)]
+        bytes_per_sec: Option<u64>,
+    },
+    /// Follow a migration with a progress bar until it ends.
+    Wait { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,6 +275,83 @@ fn run(cli: &Cli, c: &Client) -> Result<String, ClientError> {
                 pretty(&r),
             )
         }
+        Command::Migrate {
+            ranges,
+            to,
+            wave_size,
+            keys_per_sec,
+            bytes_per_sec,
+            safe,
+            wait,
+        } => {
+            let req = CreateMigration {
+                slots: ranges.clone(),
+                to_group: *to,
+                wave_size: *wave_size,
+                keys_per_sec: *keys_per_sec,
+                bytes_per_sec: *bytes_per_sec,
+                safe: Some(*safe),
+            };
+            let m = c.create_migration(&req)?;
+            if *wait && !json {
+                println!("migration {} started", m.id);
+                let end = follow(c, &[m.id])?;
+                render_migrations(&end)
+            } else {
+                out(render_migration(&m), pretty(&m))
+            }
+        }
+        Command::Migrations { id } => match id {
+            Some(id) => {
+                let m = c.migration(*id)?;
+                out(render_migration(&m), pretty(&m))
+            }
+            None => {
+                let all = c.migrations()?;
+                out(render_migrations(&all), pretty(&all))
+            }
+        },
+        Command::Migration { action } => {
+            let m = match action {
+                MigrationCmd::Pause { id } => c.steer_migration(*id, "pause")?,
+                MigrationCmd::Resume { id } => c.steer_migration(*id, "resume")?,
+                MigrationCmd::Stop { id } => c.steer_migration(*id, "stop")?,
+                MigrationCmd::Rate {
+                    id,
+                    keys_per_sec,
+                    bytes_per_sec,
+                } => c.set_migration_rate(
+                    *id,
+                    &SetRate {
+                        keys_per_sec: *keys_per_sec,
+                        bytes_per_sec: *bytes_per_sec,
+                    },
+                )?,
+                MigrationCmd::Wait { id } => {
+                    let end = follow(c, &[*id])?;
+                    return Ok(if json {
+                        pretty(&end) + "\n"
+                    } else {
+                        render_migrations(&end)
+                    });
+                }
+            };
+            out(render_migration(&m), pretty(&m))
+        }
+        Command::Rebalance {
+            dry_run,
+            groups,
+            wait,
+        } => {
+            let r = c.rebalance(*dry_run, groups.as_deref())?;
+            let mut text = render_rebalance(&r);
+            if *wait && !json && !r.migrations.is_empty() {
+                print!("{text}");
+                let end = follow(c, &r.migrations)?;
+                text = render_migrations(&end);
+            }
+            out(text, pretty(&r))
+        }
         Command::Barrier {
             version,
             timeout_ms,
@@ -227,6 +366,197 @@ fn run(cli: &Cli, c: &Client) -> Result<String, ClientError> {
             )
         }
     })
+}
+
+// ---------------------------------------------------------------------------
+// Migrations
+// ---------------------------------------------------------------------------
+
+fn is_over(m: &MigrationView) -> bool {
+    matches!(m.state.as_str(), "finished" | "stopped" | "failed")
+}
+
+/// Polls the migrations with a progress bar on stderr until all ended (or
+/// one is paused); their last state.
+fn follow(c: &Client, ids: &[u64]) -> Result<Vec<MigrationView>, ClientError> {
+    use std::io::Write as _;
+    loop {
+        let mut all = Vec::new();
+        for id in ids {
+            all.push(c.migration(*id)?);
+        }
+        let mut line = String::new();
+        for m in &all {
+            line.push_str(&progress_line(m));
+            line.push_str("  ");
+        }
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r{:<150}", line.trim_end());
+        let _ = err.flush();
+        if all.iter().all(|m| is_over(m) || m.state == "paused") {
+            let _ = writeln!(err);
+            return Ok(all);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn progress_line(m: &MigrationView) -> String {
+    let total = m.slots_total.max(1);
+    let width = 30;
+    let filled = m.slots_done * width / total;
+    let remaining = m.slots_total.saturating_sub(m.slots_done);
+    let per_slot = if m.slots_done > 0 {
+        m.elapsed_secs / m.slots_done as f64
+    } else {
+        0.0
+    };
+    let eta = if m.slots_done > 0 && !is_over(m) {
+        format!(" ETA {:.0}s", per_slot * remaining as f64)
+    } else {
+        String::new()
+    };
+    format!(
+        "#{} [{}{}] {}/{} slots, {} keys, {:.0} keys/s, {:.1}s {}{}{}",
+        m.id,
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        m.slots_done,
+        m.slots_total,
+        m.keys_moved,
+        m.keys_per_sec,
+        m.elapsed_secs,
+        m.state,
+        eta,
+        m.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    )
+}
+
+fn render_migration(m: &MigrationView) -> String {
+    let mut out = format!(
+        "migration {}: {} — slots {} to group {}\n  {}/{} slots done, {} keys ({}) moved, {:.0} \
+         keys/s, {:.1}s\n  wave size {}, limits {} keys/s {} bytes/s (0: unlimited){}{}\n",
+        m.id,
+        m.state,
+        m.slots,
+        m.to_group,
+        m.slots_done,
+        m.slots_total,
+        m.keys_moved,
+        human_bytes(m.bytes_moved),
+        m.keys_per_sec,
+        m.elapsed_secs,
+        m.wave_size,
+        m.keys_per_sec_limit,
+        m.bytes_per_sec_limit,
+        if m.safe { ", safe mode" } else { "" },
+        if m.stop_requested {
+            ", stop requested"
+        } else {
+            ""
+        },
+    );
+    for run in &m.slot_states {
+        let _ = writeln!(
+            out,
+            "  slots {}: {} {}{}",
+            run.slots,
+            run.state,
+            run.group,
+            run.target.map(|t| format!(" -> {t}")).unwrap_or_default()
+        );
+    }
+    if let Some(r) = &m.reason {
+        let _ = writeln!(out, "  waiting: {r}");
+    }
+    if let Some(e) = &m.error {
+        let _ = writeln!(out, "  error: {e}");
+    }
+    for check in &m.checks {
+        let _ = writeln!(out, "  check: {check}");
+    }
+    out
+}
+
+fn render_migrations(all: &[MigrationView]) -> String {
+    if all.is_empty() {
+        return "no migrations\n".into();
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.state.clone(),
+                m.slots.clone(),
+                m.to_group.to_string(),
+                format!("{}/{}", m.slots_done, m.slots_total),
+                m.keys_moved.to_string(),
+                format!("{:.0}", m.keys_per_sec),
+                format!("{:.1}s", m.elapsed_secs),
+                m.error
+                    .clone()
+                    .or_else(|| m.reason.clone())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "STATE", "SLOTS", "TO", "DONE", "KEYS", "KEYS/S", "ELAPSED", "NOTE",
+        ],
+        &rows,
+    )
+}
+
+fn render_rebalance(r: &RebalanceResponse) -> String {
+    let mut out = String::new();
+    let target: Vec<String> = r
+        .target
+        .iter()
+        .map(|(g, n)| format!("group {g}: {n}"))
+        .collect();
+    let _ = writeln!(out, "slots per group after: {}", target.join(", "));
+    if r.moves.is_empty() {
+        out.push_str("already balanced: nothing to move\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = r
+        .moves
+        .iter()
+        .map(|m| {
+            vec![
+                m.from.to_string(),
+                m.to.to_string(),
+                m.count.to_string(),
+                m.slots.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["FROM", "TO", "COUNT", "SLOTS"], &rows));
+    if r.dry_run {
+        out.push_str("dry run: nothing started\n");
+    } else {
+        let ids: Vec<String> = r.migrations.iter().map(u64::to_string).collect();
+        let _ = writeln!(out, "started migrations {}", ids.join(", "));
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", n / (1024.0 * 1024.0 * 1024.0))
+    } else if n >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", n / (1024.0 * 1024.0))
+    } else if n >= 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else {
+        format!("{n} B")
+    }
 }
 
 // ---------------------------------------------------------------------------

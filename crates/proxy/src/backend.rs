@@ -63,6 +63,9 @@ pub struct BackendOptions {
     /// Batches queued per connection (not yet taken by its task) before
     /// senders wait; queued bytes are bounded too.
     pub queue_depth: usize,
+    /// Until when the proxy's etcd lease is proven alive: nothing is
+    /// written to a backend after that.
+    pub lease: Arc<crate::lease::LeaseClock>,
 }
 
 /// Facts learnt from the servers' `HELLO` answers.
@@ -582,7 +585,12 @@ impl ConnTask {
         if q.waiters.is_empty() {
             return closed;
         }
-        if wbuf.is_empty() {
+        // Possibly past the lease's expiry (a frozen process that resumed):
+        // the control plane may be moving these keys, so none of it is sent.
+        let send = self.opts.lease.valid();
+        if !send {
+            q.buf.clear();
+        } else if wbuf.is_empty() {
             std::mem::swap(wbuf, &mut q.buf);
         } else {
             wbuf.extend_from_slice(&q.buf);
@@ -596,14 +604,25 @@ impl ConnTask {
         }
         let now = Instant::now();
         let mut requests = 0u64;
+        let not_sent = (!send).then(|| BackendError::Down {
+            addr: self.addr.clone(),
+            reason: "not sent: this proxy's etcd lease may have expired (fenced until it \
+                     registers again)"
+                .into(),
+        });
         for waiter in self.taken.drain(..) {
             let n = waiter.remaining();
-            requests += u64::from(n);
             if n == 0 && inflight.is_empty() {
                 // A marker with nothing ahead of it.
                 waiter.complete();
                 continue;
             }
+            if let (Some(err), true) = (&not_sent, n > 0) {
+                self.stats.errors.fetch_add(u64::from(n), Ordering::Relaxed);
+                waiter.fail(err);
+                continue;
+            }
+            requests += u64::from(n);
             inflight.push_back(Inflight {
                 waiter,
                 sent_at: now,

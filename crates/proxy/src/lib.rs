@@ -16,6 +16,7 @@ pub mod backend;
 pub mod commands;
 pub mod config;
 mod io;
+pub mod lease;
 mod lifecycle;
 mod local;
 pub mod router;

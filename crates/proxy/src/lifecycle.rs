@@ -107,6 +107,9 @@ pub async fn run_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Re
     } else {
         config.id.clone()
     };
+    let lease_clock = Arc::new(crate::lease::LeaseClock::unbounded());
+    // Nothing is written to a backend before the first registration.
+    lease_clock.expire();
     let opts = BackendOptions {
         credentials: Credentials {
             user: config.backend_user.clone(),
@@ -117,6 +120,7 @@ pub async fn run_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Re
         read_timeout: Duration::from_millis(config.backend_read_timeout_ms),
         limits: shardis_resp::Limits::default(),
         queue_depth: 1024,
+        lease: lease_clock.clone(),
     };
     let router = Arc::new(Router::new(opts, config.backend_connections));
     let shared = Arc::new(Shared {
@@ -192,14 +196,17 @@ impl Registration {
     /// Takes a fresh lease and writes the registration under it.
     async fn register(&self) -> Result<(), StoreError> {
         let mut st = self.state.lock().await;
-        let lease = self
-            .store
-            .grant_lease(self.shared.config.lease_ttl())
-            .await?;
+        let ttl = self.shared.config.lease_ttl();
+        let sent = Instant::now();
+        let lease = self.store.grant_lease(ttl).await?;
         let old = st.lease;
         st.lease = lease;
         st.info.lease = lease;
         self.store.put_proxy(lease, &st.info).await?;
+        self.shared
+            .router
+            .lease_clock()
+            .set_until(sent + ttl - fence_margin(ttl));
         if old != 0 {
             // The old lease may still be alive if etcd only paused; it holds
             // nothing any more.
@@ -246,11 +253,16 @@ async fn follow(reg: Arc<Registration>, mut topology: shardis_topology::Topology
 
 /// Keeps the lease alive; fences the proxy before the lease can have expired
 /// when keep-alives fail, and registers again once etcd answers.
+/// Stop serving this long before the earliest possible expiry of the lease.
+fn fence_margin(ttl: Duration) -> Duration {
+    (ttl / 5).max(Duration::from_millis(500))
+}
+
 async fn keep_alive(reg: Arc<Registration>, topology: shardis_topology::TopologyWatch) {
     let ttl = reg.shared.config.lease_ttl();
     let interval = ttl / 3;
-    // Stop serving this long before the earliest possible expiry.
-    let margin = (ttl / 5).max(Duration::from_millis(500));
+    let margin = fence_margin(ttl);
+    let clock = reg.shared.router.lease_clock().clone();
     let mut fence_at = Instant::now() + ttl - margin;
     loop {
         tokio::select! {
@@ -262,6 +274,7 @@ async fn keep_alive(reg: Arc<Registration>, topology: shardis_topology::Topology
         }
         if !reg.shared.router.is_fenced() && Instant::now() >= fence_at {
             tracing::error!("no etcd keep-alive acknowledged in time: fencing (not serving)");
+            clock.expire();
             reg.shared.router.set_fenced(true).await;
         }
         let lease = reg.lease().await;
@@ -269,12 +282,14 @@ async fn keep_alive(reg: Arc<Registration>, topology: shardis_topology::Topology
         match timeout(interval, reg.store.keep_alive(lease)).await {
             Ok(Ok(granted)) if !reg.shared.router.is_fenced() => {
                 fence_at = sent + granted.saturating_sub(margin);
+                clock.set_until(fence_at);
             }
             Ok(Ok(_)) | Ok(Err(StoreError::LeaseExpired(_))) => {
                 // Fenced, or the lease is gone: become a new registration,
                 // reload, and serve again.
                 if !reg.shared.router.is_fenced() {
                     tracing::error!("etcd lease expired: fencing and registering again");
+                    clock.expire();
                     reg.shared.router.set_fenced(true).await;
                 }
                 let sent = Instant::now();

@@ -148,6 +148,11 @@ impl Router {
         self.swap_and_drain(table).await;
     }
 
+    /// The clock backends check before every write.
+    pub fn lease_clock(&self) -> &Arc<crate::lease::LeaseClock> {
+        &self.opts.lease
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
     }

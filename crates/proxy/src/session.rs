@@ -689,27 +689,40 @@ impl Session {
         args.extend(mv.keys.iter().map(|k| k.as_ref()));
         let mut payload = BytesMut::new();
         shardis_resp::encode_command(&mut payload, args.iter());
-        // The session's own connection to the source: the MIGRATE runs after
-        // every earlier request of this client there.
-        let reply = match mv.from.conn(self.proto, self.id).request(&payload, 1).await {
-            Ok(mut replies) => replies.pop().unwrap_or_default(),
-            Err(e) => {
-                return Err(format!(
-                    "TRYAGAIN moving keys of slot {} failed: {e}",
-                    mv.slot
-                ))
-            }
-        };
-        match reply.as_ref() {
-            b"+OK\r\n" | b"+NOKEY\r\n" => Ok(()),
-            other => {
-                let text = String::from_utf8_lossy(other.get(1..).unwrap_or_default());
-                Err(format!(
-                    "TRYAGAIN moving keys of slot {} to group {} failed: {}",
-                    mv.slot,
-                    mv.to_group,
-                    text.trim_end()
-                ))
+        // `BUSYKEY`: a copy is on both servers for a moment (the mover's safe
+        // mode between its copy and its delete, or a half-failed move the
+        // mover is sorting out). Wait a little for it rather than fail the
+        // client at once.
+        let mut backoff = [2u64, 5, 10, 20, 40, 80].into_iter();
+        loop {
+            // The session's own connection to the source: the MIGRATE runs
+            // after every earlier request of this client there.
+            let reply = match mv.from.conn(self.proto, self.id).request(&payload, 1).await {
+                Ok(mut replies) => replies.pop().unwrap_or_default(),
+                Err(e) => {
+                    return Err(format!(
+                        "TRYAGAIN moving keys of slot {} failed: {e}",
+                        mv.slot
+                    ))
+                }
+            };
+            match reply.as_ref() {
+                b"+OK\r\n" | b"+NOKEY\r\n" => return Ok(()),
+                other => {
+                    let text = String::from_utf8_lossy(other.get(1..).unwrap_or_default());
+                    if text.contains("BUSYKEY") {
+                        if let Some(ms) = backoff.next() {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            continue;
+                        }
+                    }
+                    return Err(format!(
+                        "TRYAGAIN moving keys of slot {} to group {} failed: {}",
+                        mv.slot,
+                        mv.to_group,
+                        text.trim_end()
+                    ));
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::keys::{valid_name, Keys};
+use crate::migration::Migration;
 use crate::model::{ProxyInfo, Topology};
 use crate::store::{
     check_next, check_proxy, LeaderEntry, LeaseId, Store, StoreError, TopologyWatch,
@@ -754,6 +755,44 @@ impl Store for EtcdStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn list_migrations(&self) -> Result<Vec<Migration>, StoreError> {
+        let found: Vec<(String, Migration)> =
+            self.list_json(&self.keys.migrations_prefix()).await?;
+        let mut all: Vec<Migration> = found.into_iter().map(|(_, m)| m).collect();
+        all.sort_by_key(|m| m.id);
+        Ok(all)
+    }
+
+    /// One transaction: the put only happens while the leader key lives
+    /// under `leader_lease`.
+    async fn save_migration_as_leader(
+        &self,
+        leader_lease: LeaseId,
+        migration: &Migration,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.migration(migration.id);
+        let leader_key = self.keys.leader();
+        let json = encode(&key, migration)?;
+        let txn = Txn::new()
+            .when([Compare::lease(
+                leader_key.as_str(),
+                CompareOp::Equal,
+                leader_lease,
+            )])
+            .and_then([TxnOp::put(key.as_str(), json, None)]);
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .call(&format!("save of {key}"), None, kv.txn(txn))
+            .await?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::NotLeader(format!(
+                "the leader entry is not held under lease {leader_lease:x}"
+            )))
+        }
     }
 
     async fn put_proxy(&self, lease: LeaseId, info: &ProxyInfo) -> Result<(), StoreError> {

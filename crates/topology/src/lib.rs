@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod hash;
 pub mod keys;
 pub mod mem;
+pub mod migration;
 pub mod model;
 pub mod store;
 
@@ -17,5 +18,6 @@ pub use etcd::EtcdStore;
 pub use hash::{hash_tag, slot_of, SLOT_COUNT};
 pub use keys::Keys;
 pub use mem::MemStore;
+pub use migration::{Migration, MigrationId, MigrationState};
 pub use model::*;
 pub use store::{LeaderEntry, LeaseId, Store, StoreError, TopologyWatch};

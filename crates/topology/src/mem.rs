@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::migration::Migration;
 use crate::model::{ProxyInfo, Topology};
 use crate::store::{
     check_next, check_proxy, LeaderEntry, LeaseId, Store, StoreError, TopologyWatch,
@@ -43,6 +44,7 @@ struct State {
     /// The dashboard leader entry, under its lease.
     leader: Option<LeaderEntry>,
     last_lease: LeaseId,
+    migrations: BTreeMap<u64, Migration>,
     /// `Some(reason)` while a test pretends the store is down.
     unavailable: Option<String>,
 }
@@ -131,6 +133,7 @@ impl MemStore {
                     proxies: BTreeMap::new(),
                     leader: None,
                     last_lease: 0,
+                    migrations: BTreeMap::new(),
                     unavailable: None,
                 }),
                 topology_tx,
@@ -316,6 +319,28 @@ impl Store for MemStore {
         let mut state = self.inner.state.lock();
         let state = state.ready()?;
         Ok(state.proxies.values().cloned().collect())
+    }
+
+    async fn list_migrations(&self) -> Result<Vec<Migration>, StoreError> {
+        let mut state = self.inner.state.lock();
+        let state = state.ready()?;
+        Ok(state.migrations.values().cloned().collect())
+    }
+
+    async fn save_migration_as_leader(
+        &self,
+        leader_lease: LeaseId,
+        migration: &Migration,
+    ) -> Result<(), StoreError> {
+        let mut state = self.inner.state.lock();
+        let state = state.ready()?;
+        if state.leader.as_ref().map(|l| l.lease) != Some(leader_lease) {
+            return Err(StoreError::NotLeader(format!(
+                "the leader entry is not held under lease {leader_lease:x}"
+            )));
+        }
+        state.migrations.insert(migration.id, migration.clone());
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::migration::Migration;
 use crate::model::{ProxyInfo, Topology};
 
 /// An etcd lease id (MemStore hands out its own).
@@ -96,6 +97,20 @@ pub trait Store: Send + Sync + 'static {
         leader_lease: LeaseId,
         expected: u64,
         next: &Topology,
+    ) -> Result<(), StoreError>;
+
+    // ---- migrations ------------------------------------------------------------
+
+    /// Every migration record, by ascending id.
+    async fn list_migrations(&self) -> Result<Vec<Migration>, StoreError>;
+
+    /// Writes a migration record (create or update) if and only if the leader
+    /// entry is held under `leader_lease`, in one transaction; `NotLeader`
+    /// otherwise.
+    async fn save_migration_as_leader(
+        &self,
+        leader_lease: LeaseId,
+        migration: &Migration,
     ) -> Result<(), StoreError>;
 }
 

@@ -1,0 +1,865 @@
+//! The background mover: moves every key of one wave of slots from the
+//! source group's master to the target group's master.
+//!
+//! It runs only while the wave's slots are `migrating` on every proxy that
+//! could still write them (the hold barrier and the fencing of lost proxies
+//! come first, see `migrate.rs`), so no key of those slots can appear on the
+//! source while it works. One `SCAN` of the source's master (never a
+//! replica) therefore finds every key of the wave; each key is hashed, and
+//! the wave's keys are moved with `MIGRATE … KEYS …` in batches bounded by
+//! count and bytes, several batches in flight on one connection (the source
+//! runs them back to back), under the migration's rate limit.
+//!
+//! `BUSYKEY` means the key is already on the target: a move that failed half
+//! way (an I/O error or a timeout of an earlier `MIGRATE`, by the mover or a
+//! proxy) left a copy on both. The target held no key of these slots when the
+//! migration began (checked before it started) and nothing writes the source
+//! since, so the target's copy is at least as new, and the source's copy is
+//! deleted. Any other error stops the wave with that error (nothing is lost:
+//! a key is on the source, or on the target, or on both).
+//!
+//! Safe mode copies (`MIGRATE COPY`), waits until every replica of the
+//! target has the data (replication offset), and only then deletes the
+//! source's copies: a target master that dies mid-move cannot take keys
+//! with it that the source's replicas already had.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use shardis_topology::{slot_of, SLOT_COUNT};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use crate::error::AppError;
+use crate::leadership::Leadership;
+use crate::servers::{split_addr, Servers};
+
+/// Keys per `SCAN` call: small enough that one call never stalls the source.
+const SCAN_COUNT: usize = 1000;
+/// Bounds of one `MIGRATE` batch: both servers are blocked while it runs.
+const BATCH_KEYS: usize = 1000;
+const BATCH_BYTES: u64 = 4 << 20;
+/// Batches in flight on the source connection.
+const IN_FLIGHT: usize = 4;
+/// `MIGRATE`'s own per-I/O timeout (ms).
+const MIGRATE_TIMEOUT_MS: u64 = 10_000;
+/// How long a reply of the source may take (a queue of batches included).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long safe mode waits for the target's replicas per batch.
+const REPLICA_WAIT: Duration = Duration::from_secs(60);
+
+/// What the operator can change while a wave moves.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub paused: AtomicBool,
+    /// 0: unlimited.
+    pub keys_per_sec: AtomicU64,
+    pub bytes_per_sec: AtomicU64,
+}
+
+/// What moved so far (read by the API while the wave runs).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub keys: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Keys found on both servers whose source copy was deleted.
+    pub busy_resolved: AtomicU64,
+}
+
+/// One wave to move.
+#[derive(Debug, Clone)]
+pub struct Wave {
+    /// The source group's master.
+    pub source: String,
+    /// The target group's master and its replicas (for safe mode).
+    pub target: String,
+    pub target_replicas: Vec<String>,
+    /// `slots[s]`: slot `s` belongs to the wave.
+    pub slots: Vec<bool>,
+    pub safe: bool,
+    /// Leave big keys to [`copy_big_key`] (forward moves); a roll-back
+    /// moves them with `MIGRATE` like the rest.
+    pub defer_big: bool,
+}
+
+impl Wave {
+    pub fn new(source: String, target: String, slots: &[usize]) -> Wave {
+        let mut set = vec![false; SLOT_COUNT];
+        for &s in slots {
+            if let Some(cell) = set.get_mut(s) {
+                *cell = true;
+            }
+        }
+        Wave {
+            source,
+            target,
+            target_replicas: Vec::new(),
+            slots: set,
+            safe: false,
+            defer_big: true,
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        self.slots
+            .get(usize::from(slot_of(key)))
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// Keys at least this big (by `MEMORY USAGE`) are not moved by `MIGRATE`,
+/// which would block both servers while it serializes the whole value: they
+/// are left for [`copy_big_key`], which copies them in small chunks while
+/// only their slot is held.
+pub const BIG_KEY_BYTES: u64 = 8 << 20;
+
+/// How a wave's move ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A full scan moved every key of the wave except the big keys listed,
+    /// which are left on the source for [`copy_big_key`].
+    Done { big: Vec<Vec<u8>> },
+    /// Paused by the operator half-way (the slots stay `migrating`).
+    Paused,
+}
+
+/// A leaky bucket per limit: each batch pushes the next allowed start later
+/// by its cost; a changed limit takes effect at the next batch.
+struct Limiter {
+    keys_next: Instant,
+    bytes_next: Instant,
+}
+
+impl Limiter {
+    fn new() -> Limiter {
+        let now = Instant::now();
+        Limiter {
+            keys_next: now,
+            bytes_next: now,
+        }
+    }
+
+    async fn admit(&mut self, control: &Control, keys: usize, bytes: u64) {
+        let now = Instant::now();
+        let kps = control.keys_per_sec.load(Ordering::Relaxed);
+        let bps = control.bytes_per_sec.load(Ordering::Relaxed);
+        let mut start = now;
+        if kps > 0 {
+            let at = self.keys_next.max(now);
+            start = start.max(at);
+            self.keys_next = at + Duration::from_secs_f64(keys as f64 / kps as f64);
+        }
+        if bps > 0 {
+            let at = self.bytes_next.max(now);
+            start = start.max(at);
+            self.bytes_next = at + Duration::from_secs_f64(bytes as f64 / bps as f64);
+        }
+        if start > now {
+            sleep_until(start).await;
+        }
+    }
+
+    /// The batch size that keeps a rate-limited move smooth (about 20
+    /// batches a second).
+    fn batch_keys(control: &Control) -> usize {
+        match control.keys_per_sec.load(Ordering::Relaxed) {
+            0 => BATCH_KEYS,
+            kps => usize::try_from(kps / 20)
+                .unwrap_or(BATCH_KEYS)
+                .clamp(1, BATCH_KEYS),
+        }
+    }
+
+    fn batch_bytes(control: &Control) -> u64 {
+        match control.bytes_per_sec.load(Ordering::Relaxed) {
+            0 => BATCH_BYTES,
+            bps => (bps / 20).clamp(1, BATCH_BYTES),
+        }
+    }
+}
+
+/// Moves the keys of `wave`; see the module docs.
+pub async fn move_wave(
+    servers: &Servers,
+    leadership: &Leadership,
+    wave: &Wave,
+    control: &Control,
+    progress: &Arc<Progress>,
+) -> Result<Outcome, AppError> {
+    let source = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
+    let mover = Arc::new(Mover::new(servers, wave, source.clone())?);
+    let mut scan_conn = source;
+    let mut limiter = Limiter::new();
+    let mut running: JoinSet<Result<(), AppError>> = JoinSet::new();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch_bytes: u64 = 0;
+    // Keys seen in this scan (SCAN may return a key twice).
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut big: Vec<Vec<u8>> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        if control.paused.load(Ordering::Relaxed) {
+            drain(&mut running).await?;
+            return Ok(Outcome::Paused);
+        }
+        check_leading(leadership)?;
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut scan_conn)
+            .await
+            .map_err(|e| server_error(&wave.source, "SCAN", e))?;
+        let mine: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| wave.contains(k) && seen.insert(k.clone()))
+            .collect();
+        if !mine.is_empty() {
+            let sizes = sizes(&mut scan_conn, &wave.source, &mine).await?;
+            for (key, size) in mine.into_iter().zip(sizes) {
+                // `None`: gone since the scan saw it (moved on access, expired).
+                let Some(size) = size else { continue };
+                if wave.defer_big && size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
+                    big.push(key);
+                    continue;
+                }
+                if !batch.is_empty()
+                    && (batch.len() >= Limiter::batch_keys(control)
+                        || batch_bytes + size > Limiter::batch_bytes(control))
+                {
+                    let full = std::mem::take(&mut batch);
+                    let bytes = std::mem::replace(&mut batch_bytes, 0);
+                    launch(
+                        leadership,
+                        &mover,
+                        &mut running,
+                        &mut limiter,
+                        control,
+                        progress,
+                        full,
+                        bytes,
+                    )
+                    .await?;
+                }
+                batch.push(key);
+                batch_bytes += size;
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        launch(
+            leadership,
+            &mover,
+            &mut running,
+            &mut limiter,
+            control,
+            progress,
+            batch,
+            batch_bytes,
+        )
+        .await?;
+    }
+    drain(&mut running).await?;
+    Ok(Outcome::Done { big })
+}
+
+/// Starts one batch once the rate limit and the in-flight bound allow it.
+#[allow(clippy::too_many_arguments)]
+async fn launch(
+    leadership: &Leadership,
+    mover: &Arc<Mover>,
+    running: &mut JoinSet<Result<(), AppError>>,
+    limiter: &mut Limiter,
+    control: &Control,
+    progress: &Arc<Progress>,
+    keys: Vec<Vec<u8>>,
+    bytes: u64,
+) -> Result<(), AppError> {
+    while running.len() >= IN_FLIGHT {
+        join_one(running).await?;
+    }
+    check_leading(leadership)?;
+    // Also collect batches that already ended, so an error stops the wave early.
+    while let Some(done) = running.try_join_next() {
+        done.map_err(|e| AppError::Internal(format!("a MIGRATE batch task failed: {e}")))??;
+    }
+    limiter.admit(control, keys.len(), bytes).await;
+    let mover = mover.clone();
+    let progress = progress.clone();
+    running.spawn(async move {
+        let n = keys.len() as u64;
+        mover.move_batch(keys, &progress).await?;
+        progress.keys.fetch_add(n, Ordering::Relaxed);
+        progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    });
+    Ok(())
+}
+
+/// A dashboard that cannot prove it still leads stops moving at once: a
+/// new leader may already run this wave.
+fn check_leading(leadership: &Leadership) -> Result<(), AppError> {
+    if leadership.leading_now() {
+        Ok(())
+    } else {
+        Err(AppError::StoreUnavailable(
+            "this dashboard is no longer (provably) the leader: the mover stopped".into(),
+        ))
+    }
+}
+
+async fn join_one(running: &mut JoinSet<Result<(), AppError>>) -> Result<(), AppError> {
+    match running.join_next().await {
+        Some(done) => {
+            done.map_err(|e| AppError::Internal(format!("a MIGRATE batch task failed: {e}")))?
+        }
+        None => Ok(()),
+    }
+}
+
+/// Waits for every batch in flight; the first error, after all ended.
+async fn drain(running: &mut JoinSet<Result<(), AppError>>) -> Result<(), AppError> {
+    let mut first = Ok(());
+    while !running.is_empty() {
+        if let Err(e) = join_one(running).await {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
+}
+
+/// `MEMORY USAGE` of each key, pipelined (`None`: the key is gone).
+async fn sizes(
+    conn: &mut MultiplexedConnection,
+    addr: &str,
+    keys: &[Vec<u8>],
+) -> Result<Vec<Option<u64>>, AppError> {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("MEMORY").arg("USAGE").arg(key);
+    }
+    pipe.query_async(conn)
+        .await
+        .map_err(|e| server_error(addr, "MEMORY USAGE", e))
+}
+
+fn server_error(addr: &str, what: &str, e: redis::RedisError) -> AppError {
+    AppError::Server(format!("Redis server {addr} failed {what}: {e}"))
+}
+
+/// What one batch needs: the source connection and the `MIGRATE` prefix.
+struct Mover {
+    source: MultiplexedConnection,
+    source_addr: String,
+    target_addr: String,
+    target_host: String,
+    target_port: u16,
+    auth: Vec<String>,
+    safe: bool,
+    target_replicas: Vec<String>,
+    servers: Servers,
+}
+
+impl Mover {
+    fn new(
+        servers: &Servers,
+        wave: &Wave,
+        source: MultiplexedConnection,
+    ) -> Result<Mover, AppError> {
+        let (target_host, target_port) = split_addr(&wave.target)?;
+        Ok(Mover {
+            source,
+            source_addr: wave.source.clone(),
+            target_addr: wave.target.clone(),
+            target_host,
+            target_port,
+            auth: servers.migrate_auth(),
+            safe: wave.safe,
+            target_replicas: wave.target_replicas.clone(),
+            servers: servers.clone(),
+        })
+    }
+
+    fn migrate_cmd(&self, keys: &[Vec<u8>], copy: bool) -> redis::Cmd {
+        let mut cmd = redis::cmd("MIGRATE");
+        cmd.arg(&self.target_host)
+            .arg(self.target_port)
+            .arg("")
+            .arg(0)
+            .arg(MIGRATE_TIMEOUT_MS);
+        if copy {
+            cmd.arg("COPY");
+        }
+        for a in &self.auth {
+            cmd.arg(a);
+        }
+        cmd.arg("KEYS");
+        for k in keys {
+            cmd.arg(k);
+        }
+        cmd
+    }
+
+    /// `Ok(true)`: moved (or nothing to move); `Ok(false)`: `BUSYKEY`.
+    async fn migrate(&self, keys: &[Vec<u8>], copy: bool) -> Result<bool, AppError> {
+        let mut conn = self.source.clone();
+        match self
+            .migrate_cmd(keys, copy)
+            .query_async::<Value>(&mut conn)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("BUSYKEY") => Ok(false),
+            Err(e) => Err(AppError::Server(format!(
+                "MIGRATE from {} to {} failed: {e}",
+                self.source_addr, self.target_addr
+            ))),
+        }
+    }
+
+    async fn move_batch(&self, keys: Vec<Vec<u8>>, progress: &Progress) -> Result<(), AppError> {
+        let copy = self.safe;
+        let all_ok = match self.migrate(&keys, copy).await {
+            Ok(ok) => ok,
+            // An I/O error or timeout between the servers: each key is on
+            // the source, the target or both; sort it out key by key.
+            Err(e) => {
+                tracing::warn!("{e}; retrying the batch key by key");
+                false
+            }
+        };
+        if !all_ok {
+            for key in &keys {
+                if !self.migrate(std::slice::from_ref(key), copy).await? && !copy {
+                    // On both servers: the target's copy is the newer one.
+                    self.delete_on_source(std::slice::from_ref(key)).await?;
+                    progress.busy_resolved.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if copy {
+            self.wait_target_replicas().await?;
+            self.delete_on_source(&keys).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_on_source(&self, keys: &[Vec<u8>]) -> Result<(), AppError> {
+        let mut conn = self.source.clone();
+        redis::cmd("UNLINK")
+            .arg(keys)
+            .query_async::<Value>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| server_error(&self.source_addr, "UNLINK", e))
+    }
+
+    /// Safe mode: every replica of the target reached the target master's
+    /// replication offset as it was after the copy.
+    async fn wait_target_replicas(&self) -> Result<(), AppError> {
+        if self.target_replicas.is_empty() {
+            return Ok(());
+        }
+        let offset = self
+            .servers
+            .replication(&self.target_addr)
+            .await?
+            .master_repl_offset;
+        for replica in &self.target_replicas {
+            self.servers
+                .wait_offset(replica, offset, REPLICA_WAIT)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Big keys: a chunked copy
+// ---------------------------------------------------------------------------
+
+/// Elements (or string bytes / 64) per chunk: each command on either server
+/// then takes well under a millisecond.
+const CHUNK: usize = 1000;
+const STRING_CHUNK: usize = 256 * 1024;
+
+/// The temporary name a big key is built under on the target: in the same
+/// slot (same hash tag), so that leftovers of an interrupted copy are seen
+/// by a later pre-flight check of that slot, and deleted by the next copy.
+/// `None` when no such name exists (odd braces): such a key is moved by
+/// `MIGRATE` like any other.
+pub fn tmp_name(key: &[u8]) -> Option<Vec<u8>> {
+    let tag = shardis_topology::hash_tag(key);
+    if tag.contains(&b'{') || tag.contains(&b'}') || tag.is_empty() {
+        return None;
+    }
+    let mut name = Vec::with_capacity(tag.len() + 32);
+    name.push(b'{');
+    name.extend_from_slice(tag);
+    name.extend_from_slice(b"}\x00shardis-migrating-copy");
+    (slot_of(&name) == slot_of(key)).then_some(name)
+}
+
+async fn query<T: redis::FromRedisValue>(
+    conn: &mut MultiplexedConnection,
+    addr: &str,
+    cmd: &redis::Cmd,
+    what: &str,
+) -> Result<T, AppError> {
+    cmd.query_async(conn)
+        .await
+        .map_err(|e| server_error(addr, what, e))
+}
+
+/// Copies one big key from the source to the target in small chunks, then
+/// swaps it in on the target (`RENAME`, with the remaining TTL) and deletes
+/// it on the source (`UNLINK`, freed in the background). The caller holds
+/// the key's slot on every proxy, so nothing but expiry changes the key
+/// meanwhile. The longest either server is blocked is one chunk, not the
+/// whole value. Streams and module types fall back to one `MIGRATE`.
+/// How many bytes (estimated) moved.
+pub async fn copy_big_key(
+    servers: &Servers,
+    leadership: &Leadership,
+    wave: &Wave,
+    key: &[u8],
+) -> Result<u64, AppError> {
+    let mut src = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
+    let mut dst = servers.connect_with(&wave.target, REPLY_TIMEOUT).await?;
+    let (s_addr, d_addr) = (wave.source.as_str(), wave.target.as_str());
+    let Some(tmp) = tmp_name(key) else {
+        return Err(AppError::Internal(
+            "big key without a temporary name".into(),
+        ));
+    };
+    let size: Option<u64> = query(
+        &mut src,
+        s_addr,
+        redis::cmd("MEMORY").arg("USAGE").arg(key),
+        "MEMORY USAGE",
+    )
+    .await?;
+    let kind: String = query(&mut src, s_addr, redis::cmd("TYPE").arg(key), "TYPE").await?;
+    let started = Instant::now();
+    let pttl: i64 = query(&mut src, s_addr, redis::cmd("PTTL").arg(key), "PTTL").await?;
+    if pttl == -2 {
+        return Ok(0); // gone (expired) meanwhile
+    }
+    // Leftovers of an interrupted copy.
+    query::<Value>(&mut dst, d_addr, redis::cmd("UNLINK").arg(&tmp), "UNLINK").await?;
+    let exists: i64 = query(&mut dst, d_addr, redis::cmd("EXISTS").arg(key), "EXISTS").await?;
+    if exists == 1 {
+        // A MIGRATE that failed half way put it there: the target's copy is
+        // the newer (see the module docs).
+        query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
+        return Ok(0);
+    }
+    match kind.as_str() {
+        "hash" | "set" | "zset" => {
+            let (scan, write) = match kind.as_str() {
+                "hash" => ("HSCAN", "HSET"),
+                "set" => ("SSCAN", "SADD"),
+                _ => ("ZSCAN", "ZADD"),
+            };
+            let mut cursor: u64 = 0;
+            loop {
+                check_leading(leadership)?;
+                let (next, items): (u64, Vec<Vec<u8>>) = query(
+                    &mut src,
+                    s_addr,
+                    redis::cmd(scan)
+                        .arg(key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(CHUNK),
+                    scan,
+                )
+                .await?;
+                if !items.is_empty() {
+                    let mut cmd = redis::cmd(write);
+                    cmd.arg(&tmp);
+                    if kind == "zset" {
+                        // ZSCAN answers member, score; ZADD wants score, member.
+                        for pair in items.chunks(2) {
+                            if let [member, score] = pair {
+                                cmd.arg(score).arg(member);
+                            }
+                        }
+                    } else {
+                        cmd.arg(&items);
+                    }
+                    query::<Value>(&mut dst, d_addr, &cmd, write).await?;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        "list" => {
+            let mut at: i64 = 0;
+            loop {
+                check_leading(leadership)?;
+                let items: Vec<Vec<u8>> = query(
+                    &mut src,
+                    s_addr,
+                    redis::cmd("LRANGE")
+                        .arg(key)
+                        .arg(at)
+                        .arg(at + CHUNK as i64 - 1),
+                    "LRANGE",
+                )
+                .await?;
+                if items.is_empty() {
+                    break;
+                }
+                at += items.len() as i64;
+                query::<Value>(
+                    &mut dst,
+                    d_addr,
+                    redis::cmd("RPUSH").arg(&tmp).arg(&items),
+                    "RPUSH",
+                )
+                .await?;
+            }
+        }
+        "string" => {
+            let mut at: usize = 0;
+            loop {
+                check_leading(leadership)?;
+                let part: Vec<u8> = query(
+                    &mut src,
+                    s_addr,
+                    redis::cmd("GETRANGE")
+                        .arg(key)
+                        .arg(at)
+                        .arg(at + STRING_CHUNK - 1),
+                    "GETRANGE",
+                )
+                .await?;
+                if part.is_empty() {
+                    break;
+                }
+                at += part.len();
+                query::<Value>(
+                    &mut dst,
+                    d_addr,
+                    redis::cmd("APPEND").arg(&tmp).arg(&part),
+                    "APPEND",
+                )
+                .await?;
+            }
+        }
+        _ => {
+            // A stream or a module type: one MIGRATE (the stall a plain
+            // MIGRATE would have anyway).
+            let mover = Mover::new(servers, wave, src.clone())?;
+            let progress = Progress::default();
+            mover.move_batch(vec![key.to_vec()], &progress).await?;
+            return Ok(size.unwrap_or(0));
+        }
+    }
+    // Swap it in with what is left of its TTL, unless it expired meanwhile.
+    let left = if pttl >= 0 {
+        let left = pttl - started.elapsed().as_millis() as i64;
+        if left <= 0 {
+            query::<Value>(&mut dst, d_addr, redis::cmd("UNLINK").arg(&tmp), "UNLINK").await?;
+            query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
+            return Ok(0);
+        }
+        Some(left)
+    } else {
+        None
+    };
+    let mut swap = redis::pipe();
+    swap.atomic().cmd("RENAME").arg(&tmp).arg(key).ignore();
+    if let Some(ms) = left {
+        swap.cmd("PEXPIRE").arg(key).arg(ms).ignore();
+    }
+    swap.query_async::<()>(&mut dst)
+        .await
+        .map_err(|e| server_error(d_addr, "MULTI RENAME", e))?;
+    if wave.safe {
+        let mover = Mover::new(servers, wave, src.clone())?;
+        mover.wait_target_replicas().await?;
+    }
+    query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
+    Ok(size.unwrap_or(0))
+}
+
+/// Before a roll-back moves keys `keep → drop`'s way back: every key of
+/// `slots` that is on both servers loses its copy on `drop` (the forward
+/// move's rule: the copy on the forward target, `keep`, is the newer one).
+/// Afterwards no key is on both, which is what the roll-back's own
+/// `BUSYKEY` rule needs. How many copies were dropped.
+pub async fn drop_stale_copies(
+    servers: &Servers,
+    keep: &str,
+    drop: &str,
+    slots: &[bool],
+) -> Result<u64, AppError> {
+    let mut on_keep = servers.connect_with(keep, REPLY_TIMEOUT).await?;
+    let mut on_drop = servers.connect_with(drop, REPLY_TIMEOUT).await?;
+    let mut cursor: u64 = 0;
+    let mut dropped = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut on_keep)
+            .await
+            .map_err(|e| server_error(keep, "SCAN", e))?;
+        let mine: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
+            .collect();
+        if !mine.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &mine {
+                pipe.cmd("EXISTS").arg(k);
+            }
+            let found: Vec<i64> = pipe
+                .query_async(&mut on_drop)
+                .await
+                .map_err(|e| server_error(drop, "EXISTS", e))?;
+            let both: Vec<&Vec<u8>> = mine
+                .iter()
+                .zip(found)
+                .filter(|(_, n)| *n == 1)
+                .map(|(k, _)| k)
+                .collect();
+            if !both.is_empty() {
+                dropped += both.len() as u64;
+                redis::cmd("UNLINK")
+                    .arg(both)
+                    .query_async::<Value>(&mut on_drop)
+                    .await
+                    .map_err(|e| server_error(drop, "UNLINK", e))?;
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(dropped);
+        }
+    }
+}
+
+/// Sizes keys server-side and returns only the big ones: one round trip
+/// per `SCAN` page instead of one `MEMORY USAGE` answer per key.
+const BIG_KEYS_SCRIPT: &str = r"
+local out = {}
+local limit = tonumber(ARGV[1])
+for _, k in ipairs(KEYS) do
+  local n = redis.call('MEMORY', 'USAGE', k)
+  if n and n >= limit then out[#out + 1] = k end
+end
+return out
+";
+
+/// The big keys (see [`BIG_KEY_BYTES`]) of `slots` on the source: found
+/// before a wave starts, so that they are copied in chunks while only their
+/// slot is held, before any proxy could move them with one blocking
+/// `MIGRATE` on access. One `SCAN` of the source.
+pub async fn find_big_keys(
+    servers: &Servers,
+    addr: &str,
+    slots: &[bool],
+) -> Result<Vec<Vec<u8>>, AppError> {
+    let mut conn = servers.connect_with(addr, REPLY_TIMEOUT).await?;
+    let mut cursor: u64 = 0;
+    let mut big = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| server_error(addr, "SCAN", e))?;
+        let mine: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
+            .collect();
+        if !mine.is_empty() {
+            let found: Vec<Vec<u8>> = redis::cmd("EVAL")
+                .arg(BIG_KEYS_SCRIPT)
+                .arg(mine.len())
+                .arg(&mine)
+                .arg(BIG_KEY_BYTES)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| server_error(addr, "EVAL (big key sizes)", e))?;
+            big.extend(found.into_iter().filter(|k| tmp_name(k).is_some()));
+        }
+        cursor = next;
+        if cursor == 0 {
+            big.sort();
+            big.dedup();
+            return Ok(big);
+        }
+    }
+}
+
+/// Keys of `slots` on a server, found by one full `SCAN`: how many, and the
+/// first few with their slot (for the pre-flight check of a target).
+pub async fn keys_in_slots(
+    servers: &Servers,
+    addr: &str,
+    slots: &[bool],
+    sample: usize,
+) -> Result<(u64, Vec<(String, u16)>), AppError> {
+    let mut conn = servers.connect_with(addr, REPLY_TIMEOUT).await?;
+    let mut cursor: u64 = 0;
+    let mut count = 0;
+    let mut found = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| server_error(addr, "SCAN", e))?;
+        for key in keys {
+            let slot = slot_of(&key);
+            if slots.get(usize::from(slot)).copied().unwrap_or(false) {
+                count += 1;
+                if found.len() < sample {
+                    found.push((String::from_utf8_lossy(&key).into_owned(), slot));
+                }
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok((count, found));
+        }
+        // Yield a little between pages on a big keyspace.
+        if count == 0 && found.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Sleeps in short steps until `until` or until paused; whether it paused.
+pub async fn nap(control: &Control, duration: Duration) -> bool {
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        if control.paused.load(Ordering::Relaxed) {
+            return true;
+        }
+        sleep(Duration::from_millis(50).min(end - Instant::now())).await;
+    }
+    false
+}

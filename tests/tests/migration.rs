@@ -1,0 +1,900 @@
+//! Online slot migration against real etcd, redis-servers, proxies and
+//! dashboards: writers push counters and list appends through two proxies
+//! while every slot moves between groups, and afterwards every
+//! acknowledged write is there — also when the dashboard is SIGKILLed
+//! mid-migration (a standby resumes it), when a proxy is SIGKILLed, and
+//! when a proxy is frozen past its lease during the hold barrier.
+
+mod control_common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use control_common::{assert_api_error, setup, Setup};
+use shardis_dashboard::api::{CreateMigration, MigrationView, SetRate};
+use shardis_dashboard::client::Client;
+use shardis_tests::dashboard::DashboardProcess;
+use shardis_tests::RedisServer;
+use shardis_topology::{slot_of, GroupId, SlotState};
+
+// ---------------------------------------------------------------------------
+// The load: counters and lists, with every attempt accounted for
+// ---------------------------------------------------------------------------
+
+/// What one writer saw: per counter, increments acknowledged and attempts
+/// that failed (they may or may not have happened); per list, the elements
+/// pushed with whether each was acknowledged.
+#[derive(Default)]
+struct WriterLog {
+    counters: HashMap<String, (u64, u64)>,
+    lists: HashMap<String, Vec<(u64, bool)>>,
+    errors: Vec<String>,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    writers: Vec<JoinHandle<WriterLog>>,
+}
+
+fn connect(addr: &str) -> Option<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/?protocol=resp2")).ok()?;
+    let conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    conn.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    Some(conn)
+}
+
+/// `writers` threads, each over its own keys, rotating to the next proxy
+/// when its proxy fails.
+fn start_load(proxies: Vec<String>, writers: usize) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let handles = (0..writers)
+        .map(|w| {
+            let stop = stop.clone();
+            let acked = acked.clone();
+            let proxies = proxies.clone();
+            std::thread::spawn(move || {
+                let mut log = WriterLog::default();
+                let mut which = w % proxies.len();
+                let mut conn: Option<redis::Connection> = None;
+                let mut seq: u64 = 0;
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (w as u64 + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let Some(c) = conn.as_mut() else {
+                        conn = connect(&proxies[which]);
+                        if conn.is_none() {
+                            which = (which + 1) % proxies.len();
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        continue;
+                    };
+                    let is_list = rng.is_multiple_of(4);
+                    let result = if is_list {
+                        let key = format!("list:{w}:{}", (rng >> 8) % 40);
+                        seq += 1;
+                        let r = redis::cmd("RPUSH").arg(&key).arg(seq).query::<i64>(c);
+                        log.lists.entry(key).or_default().push((seq, r.is_ok()));
+                        r.map(|_| ())
+                    } else {
+                        let key = format!("ctr:{w}:{}", (rng >> 8) % 200);
+                        let r = redis::cmd("INCR").arg(&key).query::<i64>(c);
+                        let e = log.counters.entry(key).or_default();
+                        if r.is_ok() {
+                            e.0 += 1;
+                        } else {
+                            e.1 += 1;
+                        }
+                        r.map(|_| ())
+                    };
+                    match result {
+                        Ok(()) => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            if log.errors.len() < 50 {
+                                log.errors.push(e.to_string());
+                            }
+                            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                                conn = None;
+                                which = (which + 1) % proxies.len();
+                            } else {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                        }
+                    }
+                }
+                log
+            })
+        })
+        .collect();
+    Load {
+        stop,
+        acked,
+        writers: handles,
+    }
+}
+
+impl Load {
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` more writes were acknowledged.
+    fn wait_progress(&self, n: u64) {
+        let start = self.acked();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.acked() < start + n {
+            assert!(Instant::now() < deadline, "the load made no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> Vec<WriterLog> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.writers
+            .into_iter()
+            .map(|h| h.join().expect("writer thread"))
+            .collect()
+    }
+}
+
+/// Checks every write against what the cluster holds now, read through
+/// `proxy`: counters within [acked, acked + failed], lists holding every
+/// acknowledged element in order. Also checks that no key is left on a
+/// group that does not own its slot.
+fn verify(s: &Setup, proxy: &str, logs: &[WriterLog]) {
+    let mut conn = connect(proxy).expect("connect for verification");
+    let (mut counters, mut lists, mut acked, mut failed) = (0, 0, 0, 0);
+    for log in logs {
+        for (key, (ok, bad)) in &log.counters {
+            let value: Option<u64> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+            let value = value.unwrap_or(0);
+            assert!(
+                *ok <= value && value <= ok + bad,
+                "counter {key}: {value} but {ok} increments acknowledged and {bad} failed"
+            );
+            counters += 1;
+            acked += ok;
+            failed += bad;
+        }
+        for (key, pushes) in &log.lists {
+            let got: Vec<u64> = redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn)
+                .unwrap();
+            let pushed: std::collections::HashSet<u64> = pushes.iter().map(|p| p.0).collect();
+            for v in &got {
+                assert!(pushed.contains(v), "list {key} holds {v}, never pushed");
+            }
+            let acked_in_order: Vec<u64> = pushes.iter().filter(|p| p.1).map(|p| p.0).collect();
+            let present: Vec<u64> = got
+                .iter()
+                .copied()
+                .filter(|v| acked_in_order.binary_search(v).is_ok())
+                .collect();
+            assert_eq!(
+                present, acked_in_order,
+                "list {key} lost or reordered acknowledged elements"
+            );
+            lists += 1;
+            acked += acked_in_order.len() as u64;
+            failed += (pushes.len() - acked_in_order.len()) as u64;
+        }
+    }
+    // Every key lives only on the group that owns its slot.
+    let t = s.stored();
+    for (group, servers) in &s.groups {
+        let master = &servers[0];
+        let mut c = master.client();
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        for key in keys {
+            let slot = usize::from(slot_of(&key));
+            assert_eq!(
+                t.slots[slot],
+                SlotState::Normal { group: *group },
+                "key {:?} (slot {slot}) is on group {group}",
+                String::from_utf8_lossy(&key)
+            );
+        }
+    }
+    eprintln!(
+        "verified {counters} counters and {lists} lists: {acked} acknowledged writes, {failed} \
+         failed attempts"
+    );
+    assert!(acked > 0);
+}
+
+/// `n` filler keys (100-byte values) through `proxy`, so that migrations
+/// have real work while the writers run; checked again by [`check_fill`].
+fn fill(proxy: &str, n: usize) {
+    let mut conn = connect(proxy).expect("connect to fill");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET")
+                .arg(format!("fill:{i}"))
+                .arg(format!("{i:0100}"))
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn).expect("fill");
+    }
+}
+
+fn check_fill(proxy: &str, n: usize) {
+    let mut conn = connect(proxy).expect("connect to check");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("GET").arg(format!("fill:{i}"));
+        }
+        let got: Vec<Option<String>> = pipe.query(&mut conn).expect("read fill");
+        for (i, v) in chunk.iter().zip(got) {
+            assert_eq!(v, Some(format!("{i:0100}")), "fill:{i}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Driving migrations
+// ---------------------------------------------------------------------------
+
+fn migrate(c: &Client, slots: &str, to: GroupId, wave_size: usize) -> MigrationView {
+    c.create_migration(&CreateMigration {
+        slots: slots.into(),
+        to_group: to,
+        wave_size: Some(wave_size),
+        keys_per_sec: None,
+        bytes_per_sec: None,
+        safe: None,
+    })
+    .unwrap_or_else(|e| panic!("start migration of {slots} to {to}: {e}"))
+}
+
+/// Polls until `done(m)` or the time is up (then panics with the state).
+fn wait_for(
+    c: &Client,
+    id: u64,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&MigrationView) -> bool,
+) -> MigrationView {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(m) = c.migration(id) {
+            if done(&m) {
+                return m;
+            }
+            assert_ne!(m.state, "failed", "migration {id} failed: {m:#?}");
+            last = Some(m);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("migration {id}: {what} did not happen within {within:?}: {last:#?}");
+}
+
+fn wait_finished(c: &Client, id: u64, within: Duration) -> MigrationView {
+    wait_for(c, id, within, "finishing", |m| m.state == "finished")
+}
+
+fn proxy_addrs(s: &Setup) -> Vec<String> {
+    s.proxies.iter().map(|p| p.addr()).collect()
+}
+
+fn all_slots_of(s: &Setup, group: GroupId) -> bool {
+    s.stored()
+        .slots
+        .iter()
+        .all(|st| *st == SlotState::Normal { group })
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_slot_moves_there_and_back_under_load_without_losing_a_write() {
+    let s = setup(&[1, 1], 2, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 30_000);
+    let load = start_load(proxy_addrs(&s), 6);
+    load.wait_progress(500);
+
+    // Group 1's half to group 2, then all 1024 slots to group 1 and back.
+    let m = migrate(&c, "0-511", 2, 128);
+    let m = wait_finished(&c, m.id, Duration::from_secs(60));
+    assert_eq!(m.slots_done, 512);
+    assert!(all_slots_of(&s, 2));
+    load.wait_progress(300);
+    let m = migrate(&c, "0-1023", 1, 256);
+    let m = wait_finished(&c, m.id, Duration::from_secs(60));
+    assert_eq!((m.slots_done, m.slots_total), (1024, 1024));
+    assert!(m.keys_moved > 0, "{m:#?}");
+    assert!(all_slots_of(&s, 1));
+    load.wait_progress(300);
+    let m = migrate(&c, "0-1023", 2, 1024);
+    wait_finished(&c, m.id, Duration::from_secs(60));
+    assert!(all_slots_of(&s, 2));
+    load.wait_progress(300);
+
+    let logs = load.finish();
+    verify(&s, &s.proxies[0].addr(), &logs);
+    check_fill(&s.proxies[1].addr(), 30_000);
+    // The migration list shows all three, newest first.
+    let all = c.migrations().unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![m.id, m.id - 1, m.id - 2]
+    );
+}
+
+#[test]
+fn a_standby_dashboard_resumes_a_migration_when_the_leader_is_killed() {
+    let s = setup(&[1, 1], 2, |d| d.lease_ttl(2));
+    let standby = DashboardProcess::builder(&s.etcd.endpoint(), &s.cluster)
+        .lease_ttl(2)
+        .start();
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 20_000);
+    let load = start_load(proxy_addrs(&s), 4);
+    load.wait_progress(500);
+
+    // Small waves and a rate limit, so that the kill lands mid-migration.
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(16),
+            keys_per_sec: Some(3000),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(30), "a few waves", |m| {
+        m.slots_done >= 64
+    });
+    s.dash.kill();
+    let sc = standby.client();
+    // The standby takes over and carries on; lift the rate limit then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match sc.set_migration_rate(
+            m.id,
+            &SetRate {
+                keys_per_sec: Some(0),
+                bytes_per_sec: None,
+            },
+        ) {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the standby never led: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let done = wait_finished(&sc, m.id, Duration::from_secs(60));
+    assert_eq!(done.slots_done, 512);
+    assert!(all_slots_of(&s, 2));
+    load.wait_progress(300);
+    let logs = load.finish();
+    verify(&s, &s.proxies[0].addr(), &logs);
+    check_fill(&s.proxies[0].addr(), 20_000);
+}
+
+#[test]
+fn a_proxy_killed_mid_migration_loses_no_acknowledged_write() {
+    let s = setup(&[1, 1], 2, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 20_000);
+    let load = start_load(proxy_addrs(&s), 4);
+    load.wait_progress(500);
+    let m = migrate(&c, "0-511", 2, 32);
+    wait_for(&c, m.id, Duration::from_secs(30), "a few waves", |m| {
+        m.slots_done >= 64
+    });
+    s.proxies[1].kill();
+    // Its lease (30 s in this setup) keeps the next hold barrier waiting
+    // until it expires; the migration says so meanwhile.
+    let waiting = wait_for(&c, m.id, Duration::from_secs(20), "a visible reason", |m| {
+        m.reason
+            .as_deref()
+            .is_some_and(|r| r.contains(s.proxies[1].id()))
+            || m.state == "finished"
+    });
+    eprintln!("while the killed proxy's lease lives: {:?}", waiting.reason);
+    wait_finished(&c, m.id, Duration::from_secs(90));
+    load.wait_progress(300);
+    let logs = load.finish();
+    verify(&s, &s.proxies[0].addr(), &logs);
+    check_fill(&s.proxies[0].addr(), 20_000);
+}
+
+#[test]
+fn a_proxy_frozen_past_its_lease_during_the_hold_barrier_loses_nothing() {
+    let mut s = setup(&[1, 1], 0, |d| d);
+    for _ in 0..2 {
+        let p = s.proxy_builder().lease_ttl(3).start();
+        s.proxies.push(p);
+    }
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 20_000);
+    let load = start_load(proxy_addrs(&s), 4);
+    load.wait_progress(500);
+    // Frozen before the migration starts: it cannot confirm the hold.
+    s.proxies[1].pause();
+    let frozen_at = Instant::now();
+    let m = migrate(&c, "0-1023", 1, 1024);
+    wait_for(
+        &c,
+        m.id,
+        Duration::from_secs(10),
+        "waiting on the frozen proxy",
+        |m| {
+            m.reason
+                .as_deref()
+                .is_some_and(|r| r.contains(s.proxies[1].id()))
+        },
+    );
+    // Past its lease (3 s) and etcd's expiry check: the wave went on.
+    let done = wait_finished(&c, m.id, Duration::from_secs(60));
+    assert_eq!(done.slots_done, 512);
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(frozen_at.elapsed()));
+    s.proxies[1].resume();
+    // It registers again and serves the new topology.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(mut conn) = connect(&s.proxies[1].addr()) {
+            if redis::cmd("SET")
+                .arg("after-resume")
+                .arg("1")
+                .query::<()>(&mut conn)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resumed proxy never served again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    load.wait_progress(300);
+    let logs = load.finish();
+    verify(&s, &s.proxies[0].addr(), &logs);
+    check_fill(&s.proxies[1].addr(), 20_000);
+}
+
+#[test]
+fn pause_resume_rate_and_stop_leave_every_slot_on_one_group() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    // 3,000 keys in group 1's slots.
+    let mut conn = connect(&s.proxies[0].addr()).unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.cmd("SET").arg(format!("k{i}")).arg(i).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    let before: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(64),
+            keys_per_sec: Some(500),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    // Rate limited: after ~2 s, about 1,000 keys moved, far from all.
+    let running = wait_for(&c, m.id, Duration::from_secs(10), "moving keys", |m| {
+        m.keys_moved >= 300
+    });
+    assert_eq!(running.keys_per_sec_limit, 500);
+    std::thread::sleep(Duration::from_secs(1));
+    let m1 = c.migration(m.id).unwrap();
+    assert!(
+        m1.keys_per_sec < 1000.0,
+        "rate limit of 500 keys/s not kept: {m1:#?}"
+    );
+    // Pause: keys stop moving.
+    let paused = c.steer_migration(m.id, "pause").unwrap();
+    assert_eq!(paused.state, "paused");
+    std::thread::sleep(Duration::from_millis(500));
+    let a = c.migration(m.id).unwrap().keys_moved;
+    std::thread::sleep(Duration::from_secs(1));
+    let b = c.migration(m.id).unwrap().keys_moved;
+    assert_eq!(a, b, "keys moved while paused");
+    // Every key is still readable while paused (a wave may be migrating).
+    for i in (0..3000).step_by(97) {
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(v, Some(i));
+    }
+    // Resume, then stop: the wave in flight completes, the rest stays.
+    c.steer_migration(m.id, "resume").unwrap();
+    wait_for(&c, m.id, Duration::from_secs(10), "running again", |m| {
+        m.state == "running"
+    });
+    let stopped = c.steer_migration(m.id, "stop").unwrap();
+    assert!(stopped.stop_requested);
+    let end = wait_for(&c, m.id, Duration::from_secs(60), "stopping", |m| {
+        m.state == "stopped"
+    });
+    assert!(end.slots_done < 512, "{end:#?}");
+    let t = s.stored();
+    for (slot, st) in t.slots.iter().enumerate() {
+        assert!(
+            matches!(st, SlotState::Normal { .. }),
+            "slot {slot} is {st} after the stop"
+        );
+    }
+    let after: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(before, after);
+    for i in 0..3000 {
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(v, Some(i), "k{i}");
+    }
+    // A stopped migration cannot be resumed; a new one finishes the job.
+    assert_api_error(c.steer_migration(m.id, "resume"), 409, "stopped");
+    let rest = migrate(&c, "0-511", 2, 512);
+    wait_finished(&c, rest.id, Duration::from_secs(60));
+    assert!(all_slots_of(&s, 2));
+    let after: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_target_holding_keys_of_a_moving_slot_is_refused_before_anything_moves() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    // A stray key of slot 5 directly on group 2's master.
+    let stray = shardis_tests::key_in_slot("stray", 5);
+    let target: &RedisServer = &s.servers(2)[0];
+    target.cmd(&["SET", stray.as_str(), "x"]);
+    let version = s.stored().version;
+    assert_api_error(
+        c.create_migration(&CreateMigration {
+            slots: "0-100".into(),
+            to_group: 2,
+            wave_size: None,
+            keys_per_sec: None,
+            bytes_per_sec: None,
+            safe: None,
+        }),
+        409,
+        &stray,
+    );
+    assert_eq!(s.stored().version, version, "nothing may change");
+    assert!(c.migrations().unwrap().is_empty());
+    // Bad requests.
+    assert_api_error(
+        c.create_migration(&CreateMigration {
+            slots: "0-100".into(),
+            to_group: 9,
+            wave_size: None,
+            keys_per_sec: None,
+            bytes_per_sec: None,
+            safe: None,
+        }),
+        404,
+        "unknown group 9",
+    );
+    assert_api_error(
+        c.create_migration(&CreateMigration {
+            slots: "600-700".into(),
+            to_group: 2,
+            wave_size: None,
+            keys_per_sec: None,
+            bytes_per_sec: None,
+            safe: None,
+        }),
+        409,
+        "nothing to move",
+    );
+    // Slots without the stray key move fine.
+    let m = migrate(&c, "100-200", 2, 128);
+    wait_finished(&c, m.id, Duration::from_secs(30));
+}
+
+#[test]
+fn rebalance_from_two_to_three_groups_and_back_keeps_the_data() {
+    let s = setup(&[1, 1, 1], 1, |d| d);
+    let c = s.client();
+    // Start with everything on groups 1 and 2.
+    let m = migrate(&c, "683-1023", 1, 1024);
+    wait_finished(&c, m.id, Duration::from_secs(30));
+    let mut conn = connect(&s.proxies[0].addr()).unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.cmd("SET").arg(format!("r{i}")).arg(i).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    // Only groups 1 and 2 first: 512 each.
+    let r = c.rebalance(false, Some(&[1, 2])).unwrap();
+    for id in &r.migrations {
+        wait_finished(&c, *id, Duration::from_secs(60));
+    }
+    let count = |g: GroupId| {
+        s.stored()
+            .slots
+            .iter()
+            .filter(|st| **st == SlotState::Normal { group: g })
+            .count()
+    };
+    assert_eq!((count(1), count(2), count(3)), (512, 512, 0));
+
+    let plan = c.rebalance(true, None).unwrap();
+    assert!(plan.dry_run && plan.migrations.is_empty());
+    assert_eq!(plan.moves.iter().map(|m| m.count).sum::<usize>(), 341);
+    let r = c.rebalance(false, None).unwrap();
+    for id in &r.migrations {
+        wait_finished(&c, *id, Duration::from_secs(60));
+    }
+    let counts = [count(1), count(2), count(3)];
+    assert!(
+        counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+        "{counts:?}"
+    );
+    let r = c.rebalance(false, Some(&[1, 2])).unwrap();
+    for id in &r.migrations {
+        wait_finished(&c, *id, Duration::from_secs(60));
+    }
+    assert_eq!((count(1), count(2), count(3)), (512, 512, 0));
+    for i in 0..5000 {
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(format!("r{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(v, Some(i), "r{i}");
+    }
+    assert_eq!(s.servers(3)[0].dbsize(), 0);
+}
+
+#[test]
+fn big_keys_move_in_chunks_with_their_ttl_and_contents() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    let mut conn = connect(&s.proxies[0].addr()).unwrap();
+    let value = "v".repeat(100);
+    // Over 8 MiB each: a hash (with a TTL), a set, a sorted set, a list, a
+    // string; all in group 1's slots.
+    let keys = shardis_tests::keys_where("big", 5, |slot| slot < 512);
+    let (h, st, z, l, sg) = (&keys[0], &keys[1], &keys[2], &keys[3], &keys[4]);
+    for chunk in 0..100 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("HSET")
+                .arg(h)
+                .arg(format!("f{i}"))
+                .arg(&value)
+                .ignore();
+            pipe.cmd("SADD").arg(st).arg(format!("{value}{i}")).ignore();
+            pipe.cmd("ZADD")
+                .arg(z)
+                .arg(i as f64 / 7.0)
+                .arg(format!("{value}{i}"))
+                .ignore();
+            pipe.cmd("RPUSH").arg(l).arg(format!("{value}{i}")).ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    let big_string = "s".repeat(9 << 20);
+    redis::cmd("SET")
+        .arg(sg)
+        .arg(&big_string)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("EXPIRE")
+        .arg(h)
+        .arg(3600)
+        .query::<()>(&mut conn)
+        .unwrap();
+    let snapshot = |conn: &mut redis::Connection| {
+        let hash: std::collections::BTreeMap<String, String> =
+            redis::cmd("HGETALL").arg(h).query(conn).unwrap();
+        let mut set: Vec<String> = redis::cmd("SMEMBERS").arg(st).query(conn).unwrap();
+        set.sort();
+        let zset: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(z)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(conn)
+            .unwrap();
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg(l)
+            .arg(0)
+            .arg(-1)
+            .query(conn)
+            .unwrap();
+        let string: String = redis::cmd("GET").arg(sg).query(conn).unwrap();
+        (hash, set, zset, list, string)
+    };
+    let before = snapshot(&mut conn);
+    assert_eq!(before.0.len(), 100_000);
+
+    let m = migrate(&c, "0-511", 2, 512);
+    wait_finished(&c, m.id, Duration::from_secs(90));
+    let log = s.dash.stderr_tail(200);
+    assert!(
+        log.matches("big key copied in chunks").count() >= 5,
+        "the big keys were not copied in chunks:\n{log}"
+    );
+    assert!(
+        log.contains("big keys found"),
+        "the big keys were not found before the wave:\n{log}"
+    );
+    let after = snapshot(&mut conn);
+    assert!(before == after, "contents changed in the move");
+    let ttl: i64 = redis::cmd("TTL").arg(h).query(&mut conn).unwrap();
+    assert!((3500..=3600).contains(&ttl), "TTL {ttl}");
+    let ttl: i64 = redis::cmd("TTL").arg(sg).query(&mut conn).unwrap();
+    assert_eq!(ttl, -1);
+    // Nothing left behind: no key on group 1, no temporary copy on group 2.
+    assert_eq!(s.servers(1)[0].dbsize(), 0);
+    assert_eq!(s.servers(2)[0].dbsize(), 5);
+}
+
+#[test]
+fn a_wave_the_target_cannot_take_is_moved_back_and_the_migration_fails_cleanly() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    let proxy = s.proxies[0].addr();
+    let mut conn = connect(&proxy).unwrap();
+    let value = "x".repeat(1000);
+    for chunk in 0..20 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("SET").arg(format!("oom{i}")).arg(&value).ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    let load = start_load(vec![proxy.clone()], 2);
+    load.wait_progress(200);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(512),
+            keys_per_sec: Some(2000),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(20), "moving", |m| {
+        m.keys_moved >= 1000
+    });
+    // The target fills up: it refuses further keys.
+    let target = &s.servers(2)[0];
+    let used: String = {
+        let info = String::from_utf8_lossy(&target.cmd(&["INFO", "memory"])).into_owned();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let limit = used.parse::<u64>().unwrap() + 200_000;
+    target.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    target.cmd(&["CONFIG", "SET", "maxmemory", &limit.to_string()]);
+    let end = wait_for(&c, m.id, Duration::from_secs(60), "failing", |m| {
+        m.state == "failed"
+    });
+    let error = end.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("moved back") && error.contains("slots 0-511 on group 1"),
+        "{error}"
+    );
+    // Every slot wholly on group 1 again, every key there and readable.
+    assert!(s
+        .stored()
+        .slots
+        .iter()
+        .all(|st| matches!(st, SlotState::Normal { .. })));
+    assert_eq!(end.slots_done, 0);
+    target.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    let logs = load.finish();
+    verify(&s, &proxy, &logs);
+    for i in (0..20_000).step_by(7) {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("oom{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(value.as_str()), "oom{i}");
+    }
+}
+
+#[test]
+fn safe_mode_deletes_on_the_source_only_what_the_targets_replica_has() {
+    let s = setup(&[1, 2], 1, |d| d);
+    let c = s.client();
+    let proxy = s.proxies[0].addr();
+    fill(&proxy, 10_000);
+    let load = start_load(vec![proxy.clone()], 2);
+    load.wait_progress(200);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(128),
+            keys_per_sec: None,
+            bytes_per_sec: None,
+            safe: Some(true),
+        })
+        .unwrap();
+    assert!(m.safe);
+    let end = wait_finished(&c, m.id, Duration::from_secs(60));
+    eprintln!(
+        "safe mode: {} keys in {:.2}s ({:.0} keys/s)",
+        end.keys_moved, end.elapsed_secs, end.keys_per_sec
+    );
+    let logs = load.finish();
+    verify(&s, &proxy, &logs);
+    check_fill(&proxy, 10_000);
+    // The replica of the target has every filler key.
+    let replica = &s.servers(2)[1];
+    let mut conn = replica.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        if n >= 10_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica holds only {n} keys");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_promotion_is_refused_while_a_migration_moves_the_group() {
+    let s = setup(&[2, 1], 1, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 5_000);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(512),
+            keys_per_sec: Some(1000),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(10), "moving", |m| {
+        m.keys_moved > 0
+    });
+    let replica = s.servers(1)[1].addr();
+    assert_api_error(c.promote(1, &replica), 409, "migrat");
+    // Once it is done the promotion goes through.
+    c.set_migration_rate(
+        m.id,
+        &SetRate {
+            keys_per_sec: Some(0),
+            bytes_per_sec: None,
+        },
+    )
+    .unwrap();
+    wait_finished(&c, m.id, Duration::from_secs(30));
+    c.promote(1, &replica).unwrap();
+    check_fill(&s.proxies[0].addr(), 5_000);
+}
