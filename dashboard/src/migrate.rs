@@ -44,6 +44,9 @@ use crate::state::AppState;
 pub const DEFAULT_WAVE_SIZE: usize = 128;
 /// How long one barrier round waits before the reason is refreshed.
 const BARRIER_ROUND: Duration = Duration::from_secs(1);
+/// A wave whose move fails this many times in a row, while both masters
+/// answer, is moved back and the migration fails.
+const MAX_WAVE_FAILURES: u32 = 3;
 /// Pause before retrying a failed step.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How often a running migration's counters are saved.
@@ -77,6 +80,8 @@ pub struct Live {
     base_bytes: u64,
     base_active_ms: u64,
     started: Instant,
+    /// Big keys per source group, found once per run before its first wave.
+    big_keys: Mutex<HashMap<GroupId, Vec<Vec<u8>>>>,
 }
 
 impl Live {
@@ -731,6 +736,7 @@ async fn run_one(state: &Arc<AppState>, id: MigrationId) -> Result<(), AppError>
         base_bytes: m.bytes_moved,
         base_active_ms: m.active_ms,
         started: Instant::now(),
+        big_keys: Mutex::new(HashMap::new()),
     });
     state.migrations.live.lock().insert(id, live.clone());
     tracing::info!(id, slots = %m.slot_text(), to = m.to_group, "migration running");
@@ -779,6 +785,8 @@ struct Standing {
     in_flight: Option<(GroupId, Vec<usize>, bool)>,
     /// Slots still at their source, by source.
     todo: BTreeMap<GroupId, Vec<usize>>,
+    /// A wave being rolled back: the group its keys go back to, its slots.
+    rolling_back: Option<(GroupId, Vec<usize>)>,
     /// Slots in a state this migration did not put them in.
     odd: Vec<(usize, SlotState)>,
 }
@@ -787,6 +795,7 @@ fn standing(m: &Migration, t: &Topology) -> Standing {
     let mut migrating: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
     let mut held: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
     let mut todo: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
+    let mut back: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
     let mut odd = Vec::new();
     for &s in &m.slots {
         match t.slot(s) {
@@ -797,6 +806,9 @@ fn standing(m: &Migration, t: &Topology) -> Standing {
             }
             SlotState::Held { group } if group != m.to_group => {
                 held.entry(group).or_default().push(s)
+            }
+            SlotState::Migrating { from, to } if from == m.to_group => {
+                back.entry(to).or_default().push(s)
             }
             other => odd.push((s, other)),
         }
@@ -809,6 +821,7 @@ fn standing(m: &Migration, t: &Topology) -> Standing {
     Standing {
         in_flight,
         todo,
+        rolling_back: back.into_iter().next(),
         odd,
     }
 }
@@ -831,6 +844,14 @@ async fn drive(state: &Arc<AppState>, id: MigrationId, live: &Live) -> Result<()
             return fail(state, id, format!("target group {} is gone", m.to_group)).await;
         }
         let s = standing(&m, &t);
+        if let Some((back_to, slots)) = s.rolling_back {
+            finish_roll_back(state, &m, back_to, &slots).await?;
+            let why = m
+                .error
+                .clone()
+                .unwrap_or_else(|| "a wave could not be moved".into());
+            return fail(state, id, why).await;
+        }
         if let Some((source, slots, migrating)) = s.in_flight {
             let phase = if migrating {
                 Phase::Move
@@ -887,6 +908,23 @@ async fn drive(state: &Arc<AppState>, id: MigrationId, live: &Live) -> Result<()
 }
 
 async fn fail(state: &AppState, id: MigrationId, why: String) -> Result<(), AppError> {
+    // Say where every slot of the migration is now.
+    let t = state.load().await?;
+    let m = load_one(state, id).await?;
+    let mut by_state: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &s in &m.slots {
+        let st = t.slot(s);
+        let name = match st {
+            SlotState::Normal { group } => format!("group {group}"),
+            other => other.to_string(),
+        };
+        by_state.entry(name).or_default().push(s);
+    }
+    let place: Vec<String> = by_state
+        .into_iter()
+        .map(|(where_, slots)| format!("slots {} on {where_}", format_ranges(slots)))
+        .collect();
+    let why = format!("{why}; now: {}", place.join(", "));
     tracing::error!("migration {id} failed: {why}");
     update(state, id, |m| {
         transition(m, MigrationState::Failed)?;
@@ -1016,7 +1054,50 @@ async fn run_wave(
     tracing::info!(id, slots = %text, source, to, ?phase, "wave");
 
     if phase == Phase::Hold {
-        switch_slots(state, &slots, SlotState::Normal { group: source }, held).await?;
+        // Big keys first, each copied in chunks while only its slot is held.
+        let big = big_keys_of(state, m, live, source, &slots).await?;
+        if !big.is_empty() {
+            let mut big_slots: Vec<usize> = big
+                .iter()
+                .map(|k| usize::from(shardis_topology::slot_of(k)))
+                .collect();
+            big_slots.sort_unstable();
+            big_slots.dedup();
+            let t =
+                switch_slots(state, &big_slots, SlotState::Normal { group: source }, held).await?;
+            wait_barrier(state, id, t.version, "to hold the slots of big keys").await?;
+            let t = state.load().await?;
+            let source_master = master_of(&t, source)?;
+            fence(state, &source_master).await?;
+            let mut wave = mover::Wave::new(source_master, master_of(&t, to)?, &big_slots);
+            wave.safe = m.safe;
+            wave.target_replicas = t
+                .groups
+                .get(&to)
+                .map(|g| g.replicas().to_vec())
+                .unwrap_or_default();
+            for key in &big {
+                let started = Instant::now();
+                let bytes =
+                    mover::copy_big_key(&state.servers, &state.leadership, &wave, key).await?;
+                live.progress.keys.fetch_add(1, Ordering::Relaxed);
+                live.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+                tracing::info!(
+                    id,
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "big key copied in chunks"
+                );
+            }
+            let rest: Vec<usize> = slots
+                .iter()
+                .copied()
+                .filter(|s| big_slots.binary_search(s).is_err())
+                .collect();
+            switch_slots(state, &rest, SlotState::Normal { group: source }, held).await?;
+        } else {
+            switch_slots(state, &slots, SlotState::Normal { group: source }, held).await?;
+        }
         phase = Phase::Barrier;
     }
     if phase == Phase::Barrier {
@@ -1091,6 +1172,7 @@ async fn run_wave(
         .map(|g| g.replicas().to_vec())
         .unwrap_or_default();
     live.control.paused.store(false, Ordering::Relaxed);
+    let mut failures = 0;
     loop {
         let started = Instant::now();
         match mover::move_wave(
@@ -1132,6 +1214,31 @@ async fn run_wave(
                     return Err(e);
                 }
                 tracing::warn!("migration {id}: moving slots {text}: {e}");
+                failures += 1;
+                // Both masters answer, so the failure is about the data
+                // (the target is full, refuses the payload…): after a few
+                // tries, or at once when asked to stop, move the wave back.
+                let reachable = state.servers.info(&source_master, "server").await.is_ok()
+                    && state.servers.info(&target_master, "server").await.is_ok();
+                let stop = load_one(state, id)
+                    .await
+                    .map(|m| m.stop_requested)
+                    .unwrap_or(false);
+                if reachable && (failures >= MAX_WAVE_FAILURES || stop) {
+                    let why = format!(
+                        "moving slots {text} from group {source} to group {to} failed {failures} \
+                         times ({e}); the wave was moved back to group {source}"
+                    );
+                    let _ = update(state, id, |m| {
+                        m.error = Some(why.clone());
+                        Ok(())
+                    })
+                    .await;
+                    let t = switch_slots(state, &slots, migrating, held).await?;
+                    wait_barrier(state, id, t.version, "to hold slots for the roll-back").await?;
+                    finish_roll_back(state, m, source, &slots).await?;
+                    return fail(state, id, why).await;
+                }
                 let _ = update(state, id, |m| {
                     m.error = Some(format!("{e} (retrying)"));
                     Ok(())
@@ -1154,6 +1261,125 @@ async fn run_wave(
     save_counters(state, id, live).await;
     wait_barrier(state, id, done.version, "to apply the end of a wave").await?;
     Ok(())
+}
+
+/// Moves a wave back to `back_to` from the migration's target. The slots
+/// are `held(back_to)` (after a barrier) or already `migrating(target,
+/// back_to)` (a dashboard that took over). Lost proxies are fenced on both
+/// masters, keys on both servers lose their stale copy at `back_to`, the
+/// slots migrate back (proxies move on access the other way), and end
+/// `normal(back_to)` after a barrier: every slot wholly on one group.
+async fn finish_roll_back(
+    state: &AppState,
+    m: &Migration,
+    back_to: GroupId,
+    slots: &[usize],
+) -> Result<(), AppError> {
+    let id = m.id;
+    let from = m.to_group;
+    let text = format_ranges(slots.iter().copied());
+    let held = SlotState::Held { group: back_to };
+    let reverse = SlotState::Migrating { from, to: back_to };
+    tracing::warn!(id, slots = %text, from, back_to, "rolling a wave back");
+    loop {
+        let attempt = async {
+            let t = state.load().await?;
+            let home = master_of(&t, back_to)?;
+            let away = master_of(&t, from)?;
+            fence(state, &home).await?;
+            fence(state, &away).await?;
+            let mut set = vec![false; SLOT_COUNT];
+            for &s in slots {
+                if let Some(c) = set.get_mut(s) {
+                    *c = true;
+                }
+            }
+            if slots.iter().any(|&s| t.slot(s) == held) {
+                let dropped = mover::drop_stale_copies(&state.servers, &away, &home, &set).await?;
+                if dropped > 0 {
+                    tracing::warn!(id, dropped, "stale copies dropped before the roll-back");
+                }
+                switch_slots(state, slots, held, reverse).await?;
+            }
+            let mut wave = mover::Wave::new(away, home, slots);
+            wave.defer_big = false;
+            wave.safe = m.safe;
+            wave.target_replicas = t
+                .groups
+                .get(&back_to)
+                .map(|g| g.replicas().to_vec())
+                .unwrap_or_default();
+            let control = Control::default();
+            let progress = Arc::new(Progress::default());
+            mover::move_wave(
+                &state.servers,
+                &state.leadership,
+                &wave,
+                &control,
+                &progress,
+            )
+            .await?;
+            Ok::<(), AppError>(())
+        }
+        .await;
+        match attempt {
+            Ok(()) => break,
+            Err(e) => {
+                state.leadership.require_leader()?;
+                set_reason(
+                    state,
+                    id,
+                    Some(format!(
+                        "rolling slots {text} back to group {back_to}: {e}; retrying"
+                    )),
+                )
+                .await;
+                sleep(RETRY_AFTER).await;
+            }
+        }
+    }
+    let t = switch_slots(state, slots, reverse, SlotState::Normal { group: back_to }).await?;
+    wait_barrier(state, id, t.version, "to apply the roll-back").await?;
+    set_reason(state, id, None).await;
+    Ok(())
+}
+
+/// The big keys of `slots` at `source` (one scan per source and run, before
+/// its first wave).
+async fn big_keys_of(
+    state: &AppState,
+    m: &Migration,
+    live: &Live,
+    source: GroupId,
+    slots: &[usize],
+) -> Result<Vec<Vec<u8>>, AppError> {
+    let known = live.big_keys.lock().get(&source).cloned();
+    let all = match known {
+        Some(all) => all,
+        None => {
+            let t = state.load().await?;
+            let master = master_of(&t, source)?;
+            let mut set = vec![false; SLOT_COUNT];
+            for &s in &m.slots {
+                if t.slot(s) == (SlotState::Normal { group: source }) {
+                    if let Some(c) = set.get_mut(s) {
+                        *c = true;
+                    }
+                }
+            }
+            let found = mover::find_big_keys(&state.servers, &master, &set).await?;
+            if !found.is_empty() {
+                tracing::info!(id = m.id, source, count = found.len(), "big keys found");
+            }
+            live.big_keys.lock().insert(source, found.clone());
+            found
+        }
+    };
+    let wanted: BTreeSet<usize> = slots.iter().copied().collect();
+    Ok(all
+        .into_iter()
+        .filter(|k| wanted.contains(&usize::from(shardis_topology::slot_of(k))))
+        .collect())
 }
 
 /// Moves one big key while only its slot is held: `migrating` → `held`,

@@ -81,6 +81,9 @@ pub struct Wave {
     /// `slots[s]`: slot `s` belongs to the wave.
     pub slots: Vec<bool>,
     pub safe: bool,
+    /// Leave big keys to [`copy_big_key`] (forward moves); a roll-back
+    /// moves them with `MIGRATE` like the rest.
+    pub defer_big: bool,
 }
 
 impl Wave {
@@ -97,6 +100,7 @@ impl Wave {
             target_replicas: Vec::new(),
             slots: set,
             safe: false,
+            defer_big: true,
         }
     }
 
@@ -220,7 +224,7 @@ pub async fn move_wave(
             for (key, size) in mine.into_iter().zip(sizes) {
                 // `None`: gone since the scan saw it (moved on access, expired).
                 let Some(size) = size else { continue };
-                if size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
+                if wave.defer_big && size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
                     big.push(key);
                     continue;
                 }
@@ -692,6 +696,120 @@ pub async fn copy_big_key(
     }
     query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
     Ok(size.unwrap_or(0))
+}
+
+/// Before a roll-back moves keys `keep → drop`'s way back: every key of
+/// `slots` that is on both servers loses its copy on `drop` (the forward
+/// move's rule: the copy on the forward target, `keep`, is the newer one).
+/// Afterwards no key is on both, which is what the roll-back's own
+/// `BUSYKEY` rule needs. How many copies were dropped.
+pub async fn drop_stale_copies(
+    servers: &Servers,
+    keep: &str,
+    drop: &str,
+    slots: &[bool],
+) -> Result<u64, AppError> {
+    let mut on_keep = servers.connect_with(keep, REPLY_TIMEOUT).await?;
+    let mut on_drop = servers.connect_with(drop, REPLY_TIMEOUT).await?;
+    let mut cursor: u64 = 0;
+    let mut dropped = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut on_keep)
+            .await
+            .map_err(|e| server_error(keep, "SCAN", e))?;
+        let mine: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
+            .collect();
+        if !mine.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &mine {
+                pipe.cmd("EXISTS").arg(k);
+            }
+            let found: Vec<i64> = pipe
+                .query_async(&mut on_drop)
+                .await
+                .map_err(|e| server_error(drop, "EXISTS", e))?;
+            let both: Vec<&Vec<u8>> = mine
+                .iter()
+                .zip(found)
+                .filter(|(_, n)| *n == 1)
+                .map(|(k, _)| k)
+                .collect();
+            if !both.is_empty() {
+                dropped += both.len() as u64;
+                redis::cmd("UNLINK")
+                    .arg(both)
+                    .query_async::<Value>(&mut on_drop)
+                    .await
+                    .map_err(|e| server_error(drop, "UNLINK", e))?;
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(dropped);
+        }
+    }
+}
+
+/// Sizes keys server-side and returns only the big ones: one round trip
+/// per `SCAN` page instead of one `MEMORY USAGE` answer per key.
+const BIG_KEYS_SCRIPT: &str = r"
+local out = {}
+local limit = tonumber(ARGV[1])
+for _, k in ipairs(KEYS) do
+  local n = redis.call('MEMORY', 'USAGE', k)
+  if n and n >= limit then out[#out + 1] = k end
+end
+return out
+";
+
+/// The big keys (see [`BIG_KEY_BYTES`]) of `slots` on the source: found
+/// before a wave starts, so that they are copied in chunks while only their
+/// slot is held, before any proxy could move them with one blocking
+/// `MIGRATE` on access. One `SCAN` of the source.
+pub async fn find_big_keys(
+    servers: &Servers,
+    addr: &str,
+    slots: &[bool],
+) -> Result<Vec<Vec<u8>>, AppError> {
+    let mut conn = servers.connect_with(addr, REPLY_TIMEOUT).await?;
+    let mut cursor: u64 = 0;
+    let mut big = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| server_error(addr, "SCAN", e))?;
+        let mine: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
+            .collect();
+        if !mine.is_empty() {
+            let found: Vec<Vec<u8>> = redis::cmd("EVAL")
+                .arg(BIG_KEYS_SCRIPT)
+                .arg(mine.len())
+                .arg(&mine)
+                .arg(BIG_KEY_BYTES)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| server_error(addr, "EVAL (big key sizes)", e))?;
+            big.extend(found.into_iter().filter(|k| tmp_name(k).is_some()));
+        }
+        cursor = next;
+        if cursor == 0 {
+            big.sort();
+            big.dedup();
+            return Ok(big);
+        }
+    }
 }
 
 /// Keys of `slots` on a server, found by one full `SCAN`: how many, and the

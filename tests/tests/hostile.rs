@@ -332,3 +332,31 @@ fn abrupt_disconnects_do_not_mix_replies() {
     assert!(cluster.proxy(0).is_running());
     witness.expect(&["PING"], b"+PONG\r\n");
 }
+
+/// `client_idle_timeout`: a client that sends nothing is disconnected after
+/// it; one that keeps sending requests is not, and other clients keep
+/// working.
+#[test]
+fn idle_clients_are_disconnected() {
+    let cluster = Cluster::builder()
+        .groups(2)
+        .proxy_arg("--client-idle-timeout")
+        .proxy_arg("1")
+        .build();
+    let mut idle = cluster.proxy(0).conn();
+    idle.expect(&["PING"], b"+PONG\r\n");
+    let mut busy = cluster.proxy(0).conn();
+    let key = cluster.keys_of_group(1, "idle:", 1).remove(0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1800) {
+        busy.expect(&["SET", key.as_str(), "v"], b"+OK\r\n");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        idle.wait_closed(Duration::from_secs(2)),
+        "an idle client was not disconnected"
+    );
+    busy.expect(&["GET", key.as_str()], b"$1\r\nv\r\n");
+    let mut fresh = cluster.proxy(0).conn();
+    fresh.expect(&["GET", key.as_str()], b"$1\r\nv\r\n");
+}

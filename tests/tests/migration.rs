@@ -740,6 +740,10 @@ fn big_keys_move_in_chunks_with_their_ttl_and_contents() {
         log.matches("big key copied in chunks").count() >= 5,
         "the big keys were not copied in chunks:\n{log}"
     );
+    assert!(
+        log.contains("big keys found"),
+        "the big keys were not found before the wave:\n{log}"
+    );
     let after = snapshot(&mut conn);
     assert!(before == after, "contents changed in the move");
     let ttl: i64 = redis::cmd("TTL").arg(h).query(&mut conn).unwrap();
@@ -749,4 +753,148 @@ fn big_keys_move_in_chunks_with_their_ttl_and_contents() {
     // Nothing left behind: no key on group 1, no temporary copy on group 2.
     assert_eq!(s.servers(1)[0].dbsize(), 0);
     assert_eq!(s.servers(2)[0].dbsize(), 5);
+}
+
+#[test]
+fn a_wave_the_target_cannot_take_is_moved_back_and_the_migration_fails_cleanly() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    let proxy = s.proxies[0].addr();
+    let mut conn = connect(&proxy).unwrap();
+    let value = "x".repeat(1000);
+    for chunk in 0..20 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("SET").arg(format!("oom{i}")).arg(&value).ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    let load = start_load(vec![proxy.clone()], 2);
+    load.wait_progress(200);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(512),
+            keys_per_sec: Some(2000),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(20), "moving", |m| {
+        m.keys_moved >= 1000
+    });
+    // The target fills up: it refuses further keys.
+    let target = &s.servers(2)[0];
+    let used: String = {
+        let info = String::from_utf8_lossy(&target.cmd(&["INFO", "memory"])).into_owned();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let limit = used.parse::<u64>().unwrap() + 200_000;
+    target.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    target.cmd(&["CONFIG", "SET", "maxmemory", &limit.to_string()]);
+    let end = wait_for(&c, m.id, Duration::from_secs(60), "failing", |m| {
+        m.state == "failed"
+    });
+    let error = end.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("moved back") && error.contains("slots 0-511 on group 1"),
+        "{error}"
+    );
+    // Every slot wholly on group 1 again, every key there and readable.
+    assert!(s
+        .stored()
+        .slots
+        .iter()
+        .all(|st| matches!(st, SlotState::Normal { .. })));
+    assert_eq!(end.slots_done, 0);
+    target.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    let logs = load.finish();
+    verify(&s, &proxy, &logs);
+    for i in (0..20_000).step_by(7) {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("oom{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(value.as_str()), "oom{i}");
+    }
+}
+
+#[test]
+fn safe_mode_deletes_on_the_source_only_what_the_targets_replica_has() {
+    let s = setup(&[1, 2], 1, |d| d);
+    let c = s.client();
+    let proxy = s.proxies[0].addr();
+    fill(&proxy, 10_000);
+    let load = start_load(vec![proxy.clone()], 2);
+    load.wait_progress(200);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(128),
+            keys_per_sec: None,
+            bytes_per_sec: None,
+            safe: Some(true),
+        })
+        .unwrap();
+    assert!(m.safe);
+    let end = wait_finished(&c, m.id, Duration::from_secs(60));
+    eprintln!(
+        "safe mode: {} keys in {:.2}s ({:.0} keys/s)",
+        end.keys_moved, end.elapsed_secs, end.keys_per_sec
+    );
+    let logs = load.finish();
+    verify(&s, &proxy, &logs);
+    check_fill(&proxy, 10_000);
+    // The replica of the target has every filler key.
+    let replica = &s.servers(2)[1];
+    let mut conn = replica.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        if n >= 10_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica holds only {n} keys");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_promotion_is_refused_while_a_migration_moves_the_group() {
+    let s = setup(&[2, 1], 1, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 5_000);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(512),
+            keys_per_sec: Some(1000),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(10), "moving", |m| {
+        m.keys_moved > 0
+    });
+    let replica = s.servers(1)[1].addr();
+    assert_api_error(c.promote(1, &replica), 409, "migrat");
+    // Once it is done the promotion goes through.
+    c.set_migration_rate(
+        m.id,
+        &SetRate {
+            keys_per_sec: Some(0),
+            bytes_per_sec: None,
+        },
+    )
+    .unwrap();
+    wait_finished(&c, m.id, Duration::from_secs(30));
+    c.promote(1, &replica).unwrap();
+    check_fill(&s.proxies[0].addr(), 5_000);
 }

@@ -451,3 +451,45 @@ fn password_protected_proxy_and_backends() {
         escape(&reply)
     );
 }
+
+/// HELLO in the middle of one pipelined write switches the protocol from the
+/// next request on: the requests before it are answered in the old
+/// protocol, those after it in the new one, including split commands.
+#[test]
+fn hello_in_the_middle_of_a_pipeline() {
+    let cluster = Cluster::builder().groups(2).build();
+    let mut conn = cluster.proxy(0).conn();
+    let h1 = cluster.keys_of_group(1, "ph:", 1).remove(0);
+    let h2 = cluster.keys_of_group(2, "ph:", 1).remove(0);
+    for h in [&h1, &h2] {
+        conn.expect(&["HSET", h.as_str(), "f", "v"], b":1\r\n");
+    }
+    let mut wire = Vec::new();
+    for cmd in [
+        vec!["HGETALL", h1.as_str()],
+        vec!["MGET", h1.as_str(), "ph:none", h2.as_str()],
+        vec!["HELLO", "3"],
+        vec!["HGETALL", h1.as_str()],
+        vec!["HGETALL", h2.as_str()],
+        vec!["MGET", h1.as_str(), "ph:none", h2.as_str()],
+        vec!["HELLO", "2"],
+        vec!["HGETALL", h2.as_str()],
+        vec!["GET", "ph:none"],
+    ] {
+        wire.extend(shardis_tests::encode_command(&cmd));
+    }
+    conn.send_raw(&wire);
+    let mut replies = Vec::new();
+    for _ in 0..9 {
+        replies.push(conn.read_raw());
+    }
+    assert_eq!(escape(&replies[0]), escape(b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"));
+    assert_eq!(escape(&replies[1]), escape(b"*3\r\n$-1\r\n$-1\r\n$-1\r\n"));
+    assert!(replies[2].starts_with(b"%"), "{}", escape(&replies[2]));
+    assert_eq!(escape(&replies[3]), escape(b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n"));
+    assert_eq!(escape(&replies[4]), escape(b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n"));
+    assert_eq!(escape(&replies[5]), escape(b"*3\r\n_\r\n_\r\n_\r\n"));
+    assert!(replies[6].starts_with(b"*"), "{}", escape(&replies[6]));
+    assert_eq!(escape(&replies[7]), escape(b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"));
+    assert_eq!(escape(&replies[8]), escape(b"$-1\r\n"));
+}

@@ -1,25 +1,31 @@
 //! Connections to the Redis servers.
 //!
 //! Each backend connection is one task that owns one TCP connection and does
-//! both directions: it takes batches of already-encoded requests from a
-//! channel, writes as many as are waiting in one syscall, and hands each
-//! batch's replies back (zero-copy slices of its read buffer) in order.
-//! Redis answers a connection's requests in order, so a FIFO of in-flight
-//! batches is all the bookkeeping needed.
+//! both directions. Sessions append already-encoded requests to the
+//! connection's queue (one lock and one copy per read-batch) together with
+//! where the replies go; the task takes everything queued at once, writes it in
+//! as few syscalls as the socket allows, and hands each reply (a zero-copy
+//! slice of its read buffer) to the session's [`Inbox`]. Redis answers a
+//! connection's requests in order, so a FIFO of waiters is all the
+//! bookkeeping needed, and nothing is allocated per request or per batch.
 //!
 //! Many client sessions share a handful of these per server; a session always
 //! uses the same one per server, so its own requests to a server stay ordered.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::task::AtomicWaker;
+use parking_lot::{Mutex, MutexGuard};
 use shardis_resp::{encode_command, Limits, Protocol, ReplyScanner};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout, Instant};
 
 use crate::io::Read;
@@ -38,17 +44,6 @@ pub enum BackendError {
     Protocol { addr: Arc<str>, reason: Arc<str> },
 }
 
-/// Replies of one batch, in request order.
-pub type BatchReply = Result<Vec<Bytes>, BackendError>;
-
-/// A batch of requests for one connection: `count` complete RESP frames,
-/// back to back, in `payload`.
-pub struct Batch {
-    pub payload: Bytes,
-    pub count: u32,
-    pub reply: oneshot::Sender<BatchReply>,
-}
-
 /// How a connection authenticates and names itself; replayed on every reconnect.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -65,7 +60,8 @@ pub struct BackendOptions {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub limits: Limits,
-    /// Batches buffered per connection before senders wait.
+    /// Batches queued per connection (not yet taken by its task) before
+    /// senders wait; queued bytes are bounded too.
     pub queue_depth: usize,
     /// `stats = false`: no latency histogram per server.
     pub stats: bool,
@@ -114,41 +110,269 @@ impl ServerFacts {
     }
 }
 
-/// The sending side of one backend connection.
-#[derive(Clone)]
-pub struct BackendConn {
-    tx: mpsc::Sender<Batch>,
-    up: Arc<AtomicBool>,
+/// One reply, or why it will not come.
+pub type Reply = Result<Bytes, BackendError>;
+
+/// Replies of one batch, in request order.
+pub type BatchReply = Result<Vec<Bytes>, BackendError>;
+
+// ---------------------------------------------------------------- inbox
+
+/// Where a session's replies arrive: one FIFO ("lane") per backend connection
+/// the session uses. A connection answers in order and a session queues its
+/// requests to one connection in order, so the session takes each lane's
+/// replies front to back in the order it queued the requests.
+#[derive(Default)]
+pub struct Inbox {
+    lanes: Mutex<Vec<VecDeque<Reply>>>,
+    waker: AtomicWaker,
 }
 
-impl BackendConn {
-    /// Queues a batch; waits when the connection's queue is full (backpressure).
-    pub async fn send(&self, batch: Batch) {
-        if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch).await {
-            // The task only ends when every sender is gone, so this is a
-            // shutdown race; answer rather than leave the session waiting.
-            let _ = batch.reply.send(Err(BackendError::Lost {
-                addr: "backend".into(),
-                reason: "proxy is shutting down".into(),
-            }));
+impl Inbox {
+    /// The lanes, indexed by lane number (a lane nothing arrived on yet may be
+    /// missing).
+    pub fn lanes(&self) -> MutexGuard<'_, Vec<VecDeque<Reply>>> {
+        self.lanes.lock()
+    }
+
+    /// Wakes `waker` when replies arrive.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    fn deliver(&self, lane: u16, reply: Reply) {
+        let mut lanes = self.lanes.lock();
+        let i = lane as usize;
+        if lanes.len() <= i {
+            lanes.resize_with(i + 1, VecDeque::new);
+        }
+        if let Some(l) = lanes.get_mut(i) {
+            l.push_back(reply);
         }
     }
 
-    /// Resolves once every batch queued before it has been answered (or
+    fn fail(&self, lane: u16, count: u32, err: &BackendError) {
+        for _ in 0..count {
+            self.deliver(lane, Err(err.clone()));
+        }
+        self.waker.wake();
+    }
+}
+
+// ---------------------------------------------------------------- queue
+
+/// Who gets the replies of some queued requests.
+enum Waiter {
+    /// The next `count` replies go to lane `lane` of a session's inbox.
+    Lane {
+        inbox: Arc<Inbox>,
+        lane: u16,
+        count: u32,
+    },
+    /// The next `count` replies are collected and sent together (moves before
+    /// a request in a migrating slot; markers, with `count` 0).
+    Collect {
+        count: u32,
+        replies: Vec<Bytes>,
+        reply: oneshot::Sender<BatchReply>,
+    },
+}
+
+impl Waiter {
+    fn remaining(&self) -> u32 {
+        match self {
+            Waiter::Lane { count, .. } | Waiter::Collect { count, .. } => *count,
+        }
+    }
+
+    /// Answers everything still expected with `err`.
+    fn fail(self, err: &BackendError) {
+        match self {
+            Waiter::Lane { inbox, lane, count } => inbox.fail(lane, count, err),
+            Waiter::Collect { reply, .. } => {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+
+    /// Answers a waiter whose replies have all arrived.
+    fn complete(self) {
+        match self {
+            Waiter::Lane { inbox, .. } => inbox.waker.wake(),
+            Waiter::Collect { replies, reply, .. } => {
+                let _ = reply.send(Ok(replies));
+            }
+        }
+    }
+}
+
+/// Requests queued on one connection that its task has not taken yet.
+#[derive(Default)]
+struct Queue {
+    /// Encoded requests, back to back.
+    buf: BytesMut,
+    /// Who gets their replies, in order.
+    waiters: VecDeque<Waiter>,
+    /// The connection's owner is gone: finish what is queued, then end.
+    closed: bool,
+    /// The task has ended: nobody will answer any more.
+    ended: bool,
+    /// A sender waits for room.
+    full: bool,
+}
+
+/// Above this many queued bytes senders wait for the task to take them
+/// (backpressure towards the sessions when a server does not keep up).
+const QUEUE_HIGH: usize = 4 * 1024 * 1024;
+
+struct ConnShared {
+    queue: Mutex<Queue>,
+    /// The task, waiting for requests.
+    task: AtomicWaker,
+    /// Senders waiting for room.
+    room: Notify,
+    up: AtomicBool,
+    /// `BackendOptions::queue_depth`.
+    depth: usize,
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The sending side of one backend connection. Dropping it lets the
+/// connection finish what is queued and close.
+pub struct BackendConn {
+    shared: Arc<ConnShared>,
+    id: u64,
+}
+
+impl BackendConn {
+    /// Unique for the life of the process (never reused, unlike an address).
+    #[inline]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues `count` encoded requests whose replies go to lane `lane` of
+    /// `inbox`. Waits while the queue is over its high-water mark.
+    pub async fn push(&self, payload: &[u8], count: u32, inbox: &Arc<Inbox>, lane: u16) {
+        if count == 0 {
+            return;
+        }
+        let mut waiter = None;
+        loop {
+            {
+                let mut q = self.shared.queue.lock();
+                if q.ended {
+                    drop(q);
+                    task_ended().fail_lane(inbox, lane, count);
+                    return;
+                }
+                if q.buf.len() < QUEUE_HIGH && q.waiters.len() < self.shared.depth {
+                    let idle = q.waiters.is_empty();
+                    q.buf.extend_from_slice(payload);
+                    match q.waiters.back_mut() {
+                        Some(Waiter::Lane {
+                            inbox: i,
+                            lane: l,
+                            count: c,
+                        }) if *l == lane && Arc::ptr_eq(i, inbox) => *c += count,
+                        _ => q.waiters.push_back(Waiter::Lane {
+                            inbox: inbox.clone(),
+                            lane,
+                            count,
+                        }),
+                    }
+                    drop(q);
+                    if idle {
+                        self.shared.task.wake();
+                    }
+                    return;
+                }
+                q.full = true;
+            }
+            match waiter.take() {
+                // Created before the second look at the queue, so a
+                // `notify_waiters` after that look is not missed.
+                None => waiter = Some(self.shared.room.notified()),
+                Some(w) => w.await,
+            }
+        }
+    }
+
+    /// Queues `count` encoded requests and waits for all their replies.
+    pub async fn request(&self, payload: &[u8], count: u32) -> BatchReply {
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter::Collect {
+            count,
+            replies: Vec::with_capacity(count as usize),
+            reply: tx,
+        };
+        {
+            let mut q = self.shared.queue.lock();
+            if q.ended {
+                return Err(task_ended());
+            }
+            // Moves and markers are rare: they skip the high-water mark.
+            q.buf.extend_from_slice(payload);
+            let idle = q.waiters.is_empty();
+            q.waiters.push_back(waiter);
+            drop(q);
+            if idle {
+                self.shared.task.wake();
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err(task_ended()))
+    }
+
+    /// Resolves once every request queued before it has been answered (or
     /// failed): the drain step of a topology change.
     pub async fn marker(&self) {
-        let (tx, rx) = oneshot::channel();
-        self.send(Batch {
-            payload: Bytes::new(),
-            count: 0,
-            reply: tx,
-        })
-        .await;
-        let _ = rx.await;
+        let _ = self.request(&[], 0).await;
     }
 
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.shared.up.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for BackendConn {
+    fn drop(&mut self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.task.wake();
+    }
+}
+
+fn task_ended() -> BackendError {
+    BackendError::Lost {
+        addr: "backend".into(),
+        reason: "connection task ended".into(),
+    }
+}
+
+impl BackendError {
+    fn fail_lane(&self, inbox: &Inbox, lane: u16, count: u32) {
+        inbox.fail(lane, count, self);
+    }
+}
+
+/// Marks the queue ended and fails whatever is in it when the task ends for
+/// any reason (a panic included), so no session waits forever.
+struct EndGuard(Arc<ConnShared>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let waiters = {
+            let mut q = self.0.queue.lock();
+            q.ended = true;
+            q.buf = BytesMut::new();
+            std::mem::take(&mut q.waiters)
+        };
+        self.0.up.store(false, Ordering::Relaxed);
+        self.0.room.notify_waiters();
+        let err = task_ended();
+        for w in waiters {
+            w.fail(&err);
+        }
     }
 }
 
@@ -224,19 +448,27 @@ fn spawn_conn(
     facts: Arc<ServerFacts>,
     stats: Arc<BackendStats>,
 ) -> BackendConn {
-    let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
-    let up = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(ConnShared {
+        queue: Mutex::new(Queue::default()),
+        task: AtomicWaker::new(),
+        room: Notify::new(),
+        up: AtomicBool::new(false),
+        depth: opts.queue_depth.max(1),
+    });
     let task = ConnTask {
         addr,
         proto,
         opts,
         facts,
         stats,
-        rx,
-        up: up.clone(),
+        shared: shared.clone(),
+        taken: VecDeque::new(),
     };
     tokio::spawn(task.run());
-    BackendConn { tx, up }
+    BackendConn {
+        shared,
+        id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+    }
 }
 
 struct ConnTask {
@@ -245,42 +477,46 @@ struct ConnTask {
     opts: Arc<BackendOptions>,
     facts: Arc<ServerFacts>,
     stats: Arc<BackendStats>,
-    rx: mpsc::Receiver<Batch>,
-    up: Arc<AtomicBool>,
+    shared: Arc<ConnShared>,
+    /// Swapped with the queue's waiter list, so both keep their capacity.
+    taken: VecDeque<Waiter>,
 }
 
-/// A batch whose replies are still coming.
+/// Requests written (or being written) whose replies are still coming.
 struct Inflight {
-    remaining: u32,
-    replies: Vec<Bytes>,
-    reply: oneshot::Sender<BatchReply>,
+    waiter: Waiter,
     sent_at: Instant,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// Cap on bytes gathered into one write: keeps one huge pipeline from
-/// delaying everyone else's first bytes.
+/// Bytes gathered for writing before the task stops taking more from the
+/// queue until the socket has taken some.
 const WRITE_CHUNK: usize = 256 * 1024;
 
 impl ConnTask {
     async fn run(mut self) {
+        let _end = EndGuard(self.shared.clone());
         // Connect lazily: many servers × protocols × connections would
-        // otherwise open connections nobody uses.
-        let Some(first) = self.rx.recv().await else {
-            return;
-        };
-        let mut first = Some(first);
+        // otherwise open connections nobody uses. Markers need no connection.
+        loop {
+            if !self.wait_queued().await {
+                return;
+            }
+            if !self.answer_markers() {
+                break;
+            }
+        }
         let mut backoff = MIN_BACKOFF;
         loop {
             match self.connect().await {
                 Ok(stream) => {
                     backoff = MIN_BACKOFF;
-                    self.up.store(true, Ordering::Relaxed);
-                    let err = self.serve(stream, first.take()).await;
-                    self.up.store(false, Ordering::Relaxed);
+                    self.shared.up.store(true, Ordering::Relaxed);
+                    let err = self.serve(stream).await;
+                    self.shared.up.store(false, Ordering::Relaxed);
                     match err {
-                        None => return, // every sender dropped
+                        None => return, // the owner is gone and everything is answered
                         Some(e) => {
                             tracing::warn!(backend = %self.addr, error = %e, "backend connection lost");
                             self.stats.connection_errors.fetch_add(1, Ordering::Relaxed);
@@ -294,9 +530,6 @@ impl ConnTask {
                         addr: self.addr.clone(),
                         reason: reason.into(),
                     };
-                    if let Some(b) = first.take() {
-                        let _ = b.reply.send(Err(err.clone()));
-                    }
                     // Fail fast while down: answer everything queued with the
                     // error until the next attempt is due.
                     if !self.fail_until(Instant::now() + backoff, &err).await {
@@ -310,22 +543,127 @@ impl ConnTask {
         }
     }
 
-    /// Answers every batch arriving before `deadline` with `err`. False when
-    /// every sender is gone.
+    /// Waits until something is queued (true) or the owner is gone with
+    /// nothing queued (false).
+    async fn wait_queued(&self) -> bool {
+        poll_fn(|cx| {
+            self.shared.task.register(cx.waker());
+            let q = self.shared.queue.lock();
+            if !q.waiters.is_empty() {
+                Poll::Ready(true)
+            } else if q.closed {
+                Poll::Ready(false)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Answers the queue at once if it holds only markers; false if it holds
+    /// real requests.
+    fn answer_markers(&mut self) -> bool {
+        let mut q = self.shared.queue.lock();
+        if q.waiters.iter().any(|w| w.remaining() > 0) {
+            return false;
+        }
+        std::mem::swap(&mut q.waiters, &mut self.taken);
+        drop(q);
+        for w in self.taken.drain(..) {
+            w.complete();
+        }
+        true
+    }
+
+    fn has_queued(&self) -> bool {
+        !self.shared.queue.lock().waiters.is_empty()
+    }
+
+    /// Moves what is queued into `wbuf` and `inflight`. True when the owner
+    /// is gone (nothing more will be queued).
+    fn take_queued(&mut self, wbuf: &mut BytesMut, inflight: &mut VecDeque<Inflight>) -> bool {
+        let mut q = self.shared.queue.lock();
+        let closed = q.closed;
+        if q.waiters.is_empty() {
+            return closed;
+        }
+        // Possibly past the lease's expiry (a frozen process that resumed):
+        // the control plane may be moving these keys, so none of it is sent.
+        let send = self.opts.lease.valid();
+        if !send {
+            q.buf.clear();
+        } else if wbuf.is_empty() {
+            std::mem::swap(wbuf, &mut q.buf);
+        } else {
+            wbuf.extend_from_slice(&q.buf);
+            q.buf.clear();
+        }
+        std::mem::swap(&mut q.waiters, &mut self.taken);
+        let full = std::mem::take(&mut q.full);
+        drop(q);
+        if full {
+            self.shared.room.notify_waiters();
+        }
+        let now = Instant::now();
+        let mut requests = 0u64;
+        let not_sent = (!send).then(|| BackendError::Down {
+            addr: self.addr.clone(),
+            reason: "not sent: this proxy's etcd lease may have expired (fenced until it \
+                     registers again)"
+                .into(),
+        });
+        for waiter in self.taken.drain(..) {
+            let n = waiter.remaining();
+            if n == 0 && inflight.is_empty() {
+                // A marker with nothing ahead of it.
+                waiter.complete();
+                continue;
+            }
+            if let (Some(err), true) = (&not_sent, n > 0) {
+                self.stats.errors.fetch_add(u64::from(n), Ordering::Relaxed);
+                waiter.fail(err);
+                continue;
+            }
+            requests += u64::from(n);
+            inflight.push_back(Inflight {
+                waiter,
+                sent_at: now,
+            });
+        }
+        self.stats.requests.fetch_add(requests, Ordering::Relaxed);
+        closed
+    }
+
+    /// Answers everything queued before `deadline` with `err`. False when
+    /// the owner is gone.
     async fn fail_until(&mut self, deadline: Instant, err: &BackendError) -> bool {
         loop {
+            let closed = {
+                let mut q = self.shared.queue.lock();
+                q.buf.clear();
+                std::mem::swap(&mut q.waiters, &mut self.taken);
+                let full = std::mem::take(&mut q.full);
+                let closed = q.closed;
+                drop(q);
+                if full {
+                    self.shared.room.notify_waiters();
+                }
+                closed
+            };
+            for w in self.taken.drain(..) {
+                let n = w.remaining();
+                if n == 0 {
+                    w.complete();
+                } else {
+                    self.stats.errors.fetch_add(u64::from(n), Ordering::Relaxed);
+                    w.fail(err);
+                }
+            }
+            if closed {
+                return false;
+            }
             tokio::select! {
-                msg = self.rx.recv() => match msg {
-                    Some(b) => {
-                        if b.count == 0 {
-                            let _ = b.reply.send(Ok(Vec::new()));
-                        } else {
-                            self.stats.errors.fetch_add(b.count as u64, Ordering::Relaxed);
-                            let _ = b.reply.send(Err(err.clone()));
-                        }
-                    }
-                    None => return false,
-                },
+                more = self.wait_queued() => if !more { return false; },
                 _ = tokio::time::sleep_until(deadline) => return true,
             }
         }
@@ -390,70 +728,36 @@ impl ConnTask {
         Ok(())
     }
 
-    /// Runs one established connection. `None` when every sender is gone
-    /// (clean end), otherwise the error that broke the connection, after
-    /// failing whatever was in flight.
-    async fn serve(&mut self, stream: TcpStream, first: Option<Batch>) -> Option<BackendError> {
+    /// Runs one established connection. `None` when the owner is gone and
+    /// everything is answered (clean end), otherwise the error that broke the
+    /// connection, after failing whatever was in flight.
+    async fn serve(&mut self, stream: TcpStream) -> Option<BackendError> {
         let mut inflight: VecDeque<Inflight> = VecDeque::new();
         let mut wbuf = BytesMut::new();
         let mut rbuf = BytesMut::new();
         let mut scanner = ReplyScanner::new(self.opts.limits);
         let read_timeout = self.opts.read_timeout;
         let mut last_progress = Instant::now();
-        let mut pending = first;
-        let mut rx_open = true;
+        let mut open = true;
 
         let result: BackendError = 'conn: loop {
-            // Take everything already queued, so one write carries it all.
-            loop {
-                let batch = match pending.take() {
-                    Some(b) => b,
-                    None => match self.rx.try_recv() {
-                        Ok(b) => b,
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            rx_open = false;
-                            if inflight.is_empty() && wbuf.is_empty() {
-                                return None;
-                            }
-                            break;
-                        }
-                    },
-                };
-                if batch.count == 0 && inflight.is_empty() {
-                    let _ = batch.reply.send(Ok(Vec::new()));
-                    continue;
-                }
-                if !self.opts.lease.valid() {
-                    // Possibly past the lease's expiry (a frozen process that
-                    // resumed): the control plane may be moving these keys.
-                    self.stats
-                        .errors
-                        .fetch_add(batch.count as u64, Ordering::Relaxed);
-                    let _ = batch.reply.send(Err(BackendError::Down {
-                        addr: self.addr.clone(),
-                        reason: "not sent: this proxy's etcd lease may have expired (fenced until \
-                                 it registers again)"
-                            .into(),
-                    }));
-                    continue;
+            // Take everything queued, so one write carries it all.
+            if open && wbuf.len() < WRITE_CHUNK {
+                if wbuf.is_empty() && self.has_queued() {
+                    // Let the sessions that are ready to run (and those a
+                    // non-blocking look at the sockets finds) queue their
+                    // requests first: one write per round then carries them
+                    // all, instead of one per wake-up, and the server reads
+                    // them in one go.
+                    tokio::task::yield_now().await;
                 }
                 if inflight.is_empty() {
                     last_progress = Instant::now();
                 }
-                wbuf.extend_from_slice(&batch.payload);
-                self.stats
-                    .requests
-                    .fetch_add(batch.count as u64, Ordering::Relaxed);
-                inflight.push_back(Inflight {
-                    remaining: batch.count,
-                    replies: Vec::with_capacity(batch.count as usize),
-                    reply: batch.reply,
-                    sent_at: Instant::now(),
-                });
-                if wbuf.len() >= WRITE_CHUNK {
-                    break;
-                }
+                open = !self.take_queued(&mut wbuf, &mut inflight);
+            }
+            if !open && inflight.is_empty() && wbuf.is_empty() {
+                return None;
             }
             self.stats
                 .inflight
@@ -463,9 +767,7 @@ impl ConnTask {
             while !wbuf.is_empty() {
                 match stream.try_write(&wbuf) {
                     Ok(0) => break 'conn self.lost("wrote 0 bytes"),
-                    Ok(n) => {
-                        let _ = wbuf.split_to(n);
-                    }
+                    Ok(n) => wbuf.advance(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => break 'conn self.lost(&e.to_string()),
                 }
@@ -488,7 +790,7 @@ impl ConnTask {
             }
 
             let deadline = last_progress + read_timeout;
-            let can_take = rx_open && wbuf.len() < WRITE_CHUNK;
+            let can_take = open && wbuf.len() < WRITE_CHUNK;
             tokio::select! {
                 biased;
                 r = stream.readable() => {
@@ -502,15 +804,7 @@ impl ConnTask {
                 w = stream.writable(), if !wbuf.is_empty() => {
                     if let Err(e) = w { break 'conn self.lost(&e.to_string()); }
                 }
-                msg = self.rx.recv(), if can_take => match msg {
-                    Some(b) => pending = Some(b),
-                    None => {
-                        rx_open = false;
-                        if inflight.is_empty() && wbuf.is_empty() {
-                            return None;
-                        }
-                    }
-                },
+                _ = self.wait_queued(), if can_take => {}
                 _ = tokio::time::sleep_until(deadline), if !inflight.is_empty() => {
                     break 'conn BackendError::Timeout {
                         addr: self.addr.clone(),
@@ -523,11 +817,8 @@ impl ConnTask {
         for f in inflight.drain(..) {
             self.stats
                 .errors
-                .fetch_add(f.remaining as u64, Ordering::Relaxed);
-            let _ = f.reply.send(Err(result.clone()));
-        }
-        if let Some(b) = pending.take() {
-            let _ = b.reply.send(Err(result.clone()));
+                .fetch_add(u64::from(f.waiter.remaining()), Ordering::Relaxed);
+            f.waiter.fail(&result);
         }
         Some(result)
     }
@@ -539,7 +830,7 @@ impl ConnTask {
         }
     }
 
-    /// Reads what the socket has and completes batches. `Ok(true)` if any
+    /// Reads what the socket has and hands the replies on. `Ok(true)` if any
     /// reply arrived.
     fn read_replies(
         &self,
@@ -576,12 +867,7 @@ impl ConnTask {
                     continue;
                 }
                 progressed = true;
-                // Skip markers (count 0) that sit in front.
-                while inflight.front().is_some_and(|f| f.remaining == 0) {
-                    if let Some(f) = inflight.pop_front() {
-                        let _ = f.reply.send(Ok(f.replies));
-                    }
-                }
+                release_markers(inflight);
                 let Some(front) = inflight.front_mut() else {
                     return Err(BackendError::Protocol {
                         addr: self.addr.clone(),
@@ -591,26 +877,44 @@ impl ConnTask {
                 if shardis_resp::reply_is_error(&reply) {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                front.replies.push(reply);
-                front.remaining -= 1;
-                if front.remaining == 0 {
+                let done = match &mut front.waiter {
+                    Waiter::Lane { inbox, lane, count } => {
+                        inbox.deliver(*lane, Ok(reply));
+                        // Requests of several reads of one session share a
+                        // waiter: wake it for every reply, not only the last
+                        // (waking a session that is already awake costs little).
+                        inbox.waker.wake();
+                        *count -= 1;
+                        *count == 0
+                    }
+                    Waiter::Collect { count, replies, .. } => {
+                        replies.push(reply);
+                        *count -= 1;
+                        *count == 0
+                    }
+                };
+                if done {
                     if let Some(f) = inflight.pop_front() {
                         self.stats.record_latency(f.sent_at);
-                        let _ = f.reply.send(Ok(f.replies));
+                        f.waiter.complete();
                     }
                 }
             }
-            // Release markers that are now at the front.
-            while inflight.front().is_some_and(|f| f.remaining == 0) {
-                if let Some(f) = inflight.pop_front() {
-                    let _ = f.reply.send(Ok(f.replies));
-                }
-            }
+            release_markers(inflight);
             if drained {
                 break;
             }
         }
         Ok(progressed)
+    }
+}
+
+/// Answers the markers (waiters of no reply) at the front.
+fn release_markers(inflight: &mut VecDeque<Inflight>) {
+    while inflight.front().is_some_and(|f| f.waiter.remaining() == 0) {
+        if let Some(f) = inflight.pop_front() {
+            f.waiter.complete();
+        }
     }
 }
 

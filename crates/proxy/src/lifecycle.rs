@@ -382,6 +382,6 @@ fn accept(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, id: u64) {
     }
     stats.sessions_current.fetch_add(1, Ordering::Relaxed);
     stats.sessions_total.fetch_add(1, Ordering::Relaxed);
-    let session = Session::new(shared.clone(), stream, peer, id);
-    tokio::spawn(Box::pin(session.run()));
+    let mut session = Session::new(shared.clone(), stream, peer, id);
+    tokio::spawn(Box::pin(async move { session.run().await }));
 }

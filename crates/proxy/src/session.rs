@@ -3,27 +3,32 @@
 //!
 //! One task per client does both directions. Everything parsed from one read
 //! becomes one `Pending` unit: its requests are grouped per backend connection
-//! into a single batch each (one channel message, one oneshot, however many
-//! requests), and its replies are written once every batch has answered.
+//! into a single batch each (appended to that connection's queue under one
+//! lock, however many requests), and its replies are written once all have
+//! arrived. Replies arrive in the session's `Inbox`, one FIFO lane per backend
+//! connection, so entries name a lane rather than a reply: the next reply on
+//! the lane is theirs. Plans, pending units and the inbox are reused, so the
+//! steady state allocates nothing per request.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use shardis_resp::{
-    array_elements, reply_integer, reply_is_error, write_array_header, write_bulk, write_error,
-    write_integer, Protocol, Request, RequestDecoder,
+    reply_integer, reply_is_error, write_array_header, write_bulk, write_error, write_integer,
+    ArrayCursor, Protocol, Request, RequestDecoder,
 };
 use shardis_topology::slot_of;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::backend::{BackendError, Batch, BatchReply, Server};
+use crate::backend::{BackendError, Inbox, Reply, Server};
 use crate::commands::{self, Command, Merge, Route};
 use crate::router::{SlotRoute, SlotTable};
 use crate::slowlog::KeyLog;
@@ -35,6 +40,8 @@ use crate::Shared;
 const READ_CHUNK: usize = 4 * 1024;
 /// Buffers above this are charged to the global memory budget.
 const FREE_BUFFER: usize = 64 * 1024;
+/// Room for replies an inbox lane keeps once empty.
+const KEEP_LANE: usize = 1024;
 /// Replies buffered for a client that does not read, before the proxy stops
 /// collecting more (and, with the pipeline limit, stops reading its requests).
 const WRITE_HIGH: usize = 64 * 1024 * 1024;
@@ -62,87 +69,176 @@ pub(crate) struct Entry {
 pub(crate) enum EntryKind {
     /// Built by the proxy.
     Local(Bytes),
-    /// Reply `idx` of batch `batch`, passed through untouched.
-    Forward { batch: u16, idx: u32 },
+    /// The next reply on lane `lane` of the inbox, passed through untouched.
+    Forward { lane: u16 },
     /// Parts of a command split across groups.
-    Merge(Box<MergePlan>),
+    Merge(MergeRef),
     /// Write the reply, then close (QUIT, protocol errors).
     Close(Bytes),
 }
 
-pub(crate) struct MergePlan {
+/// How to merge a split command: its parts and, for MGET, the key order, as
+/// ranges of the `parts` list of its `Pending` (no allocation per request).
+pub(crate) struct MergeRef {
     merge: Merge,
-    /// (batch, reply index) of each part.
-    parts: Vec<(u16, u32)>,
-    /// MGET: for each key in request order, (part, position in that part).
-    order: Vec<(u16, u32)>,
+    /// The lane of each part: each part's reply is the next one on its lane.
+    parts: (u32, u32),
+    /// MGET: for each key in request order, the part holding its value.
+    order: (u32, u32),
 }
 
-/// The replies one read's worth of requests is waiting for.
+/// The replies one read's worth of requests is waiting for. Kept and reused
+/// once written, with its lists' capacity.
 struct Pending {
     entries: Vec<Entry>,
-    receivers: Vec<oneshot::Receiver<BatchReply>>,
-    results: Vec<Option<BatchReply>>,
+    /// Replies it waits for: (lane, how many), one per backend connection.
+    needs: Vec<(u16, u32)>,
+    /// Lanes and key orders of its split commands (see `MergeRef`).
+    parts: Vec<u16>,
     started: Instant,
     /// First key of each entry's request, for the slowlog.
     keys: KeyLog,
 }
 
 impl Pending {
-    fn resolved(&self) -> bool {
-        self.results.len() == self.receivers.len()
+    fn new() -> Pending {
+        Pending {
+            entries: Vec::new(),
+            needs: Vec::new(),
+            parts: Vec::new(),
+            started: Instant::now(),
+            keys: KeyLog::default(),
+        }
     }
+
+    /// Every reply it waits for has arrived. Earlier units have taken theirs,
+    /// so each lane's replies from the front are this unit's.
+    fn resolved(&self, lanes: &[VecDeque<Reply>]) -> bool {
+        self.needs
+            .iter()
+            .all(|&(lane, n)| lanes.get(lane as usize).map_or(0, |l| l.len()) >= n as usize)
+    }
+}
+
+/// A lane of the session's inbox: the backend connection whose replies it
+/// carries and how many of them the session still expects.
+struct Lane {
+    conn: u64,
+    outstanding: u64,
 }
 
 /// Requests being routed for one backend connection.
 struct BatchBuilder {
-    server: Arc<Server>,
+    /// Set while the batch is in use; dropped when it is sent.
+    server: Option<Arc<Server>>,
+    proto: Protocol,
+    conn: u64,
+    lane: u16,
     payload: BytesMut,
     count: u32,
 }
 
-/// A read's worth of routed requests, before it is sent.
+/// A read's worth of routed requests, before it is sent. The session keeps
+/// one and reuses its buffers.
 #[derive(Default)]
 pub(crate) struct Plan {
     entries: Vec<Entry>,
     /// Some entry ends the session: stop reading requests after it.
     closes: bool,
+    /// `batches[..used]` are in use; the rest keep their buffers for later.
     batches: Vec<BatchBuilder>,
+    used: usize,
+    /// Becomes the `parts` of the `Pending` (see `MergeRef`).
+    parts: Vec<u16>,
+    /// Becomes the `keys` of the `Pending` (slowlog).
     keys: KeyLog,
 }
 
 impl Plan {
-    fn batch_for(&mut self, server: &Arc<Server>) -> (u16, &mut BatchBuilder) {
-        let i = match self
-            .batches
-            .iter()
-            .position(|b| Arc::ptr_eq(&b.server, server))
-        {
+    /// The batch for `server`'s connection of this session; opens one (and
+    /// picks its lane) if the plan has none yet.
+    fn batch_for(
+        &mut self,
+        server: &Arc<Server>,
+        proto: Protocol,
+        session: u64,
+        lanes: &mut Vec<Lane>,
+    ) -> (u16, &mut BatchBuilder) {
+        let conn = server.conn(proto, session).id();
+        let in_use = self.batches.get(..self.used).unwrap_or_default();
+        let i = match in_use.iter().position(|b| b.conn == conn) {
             Some(i) => i,
             None => {
-                self.batches.push(BatchBuilder {
-                    server: server.clone(),
-                    payload: BytesMut::new(),
-                    count: 0,
-                });
-                self.batches.len() - 1
+                let lane = lane_for(conn, lanes, in_use);
+                if self.used == self.batches.len() {
+                    self.batches.push(BatchBuilder {
+                        server: None,
+                        proto,
+                        conn,
+                        lane,
+                        payload: BytesMut::new(),
+                        count: 0,
+                    });
+                }
+                let Some(b) = self.batches.get_mut(self.used) else {
+                    unreachable_batch(self.used)
+                };
+                b.server = Some(server.clone());
+                b.proto = proto;
+                b.conn = conn;
+                b.lane = lane;
+                b.count = 0;
+                self.used += 1;
+                self.used - 1
             }
         };
-        let len = self.batches.len();
-        // `i < len` by construction.
-        let b = match self.batches.get_mut(i) {
-            Some(b) => b,
-            None => unreachable_batch(len),
+        let Some(b) = self.batches.get_mut(i) else {
+            unreachable_batch(i)
         };
         (i as u16, b)
     }
 
-    /// Queues `frame` for `server`; returns where its reply will be.
-    fn forward(&mut self, server: &Arc<Server>, frame: &[u8]) -> (u16, u32) {
-        let (i, b) = self.batch_for(server);
+    /// Queues `frame` for `server`; returns the lane its reply will arrive on.
+    fn forward(
+        &mut self,
+        server: &Arc<Server>,
+        proto: Protocol,
+        session: u64,
+        lanes: &mut Vec<Lane>,
+        frame: &[u8],
+    ) -> u16 {
+        let (_, b) = self.batch_for(server, proto, session, lanes);
         b.payload.extend_from_slice(frame);
         b.count += 1;
-        (i, b.count - 1)
+        b.lane
+    }
+
+    /// Queues `frame` on batch `batch`; returns its lane.
+    fn forward_to(&mut self, batch: u16, frame: &[u8]) -> u16 {
+        match self.batches.get_mut(batch as usize) {
+            Some(b) => {
+                b.payload.extend_from_slice(frame);
+                b.count += 1;
+                b.lane
+            }
+            None => unreachable_batch(batch as usize),
+        }
+    }
+
+    /// Adds a merged entry whose parts are the replies on `lanes` (and, for
+    /// MGET, whose keys' parts are `order`).
+    fn merge(&mut self, cmd: usize, merge: Merge, lanes: &[u16], order: &[u16]) {
+        let at = self.parts.len() as u32;
+        self.parts.extend_from_slice(lanes);
+        self.parts.extend_from_slice(order);
+        self.entries.push(Entry {
+            cmd,
+            kind: EntryKind::Merge(MergeRef {
+                merge,
+                parts: (at, lanes.len() as u32),
+                order: (at + lanes.len() as u32, order.len() as u32),
+            }),
+        });
     }
 
     pub(crate) fn local(&mut self, cmd: usize, reply: Bytes) {
@@ -178,10 +274,38 @@ impl Plan {
     }
 }
 
+/// The lane for connection `conn`: the one it already has, else a lane no
+/// reply is expected on any more (and no batch of the plan uses), else a new
+/// one. A reused lane is empty, so replies of two connections never mix.
+fn lane_for(conn: u64, lanes: &mut Vec<Lane>, in_use: &[BatchBuilder]) -> u16 {
+    if let Some(i) = lanes.iter().position(|l| l.conn == conn) {
+        return i as u16;
+    }
+    let free = lanes
+        .iter()
+        .enumerate()
+        .position(|(i, l)| l.outstanding == 0 && !in_use.iter().any(|b| b.lane as usize == i));
+    match free {
+        Some(i) => {
+            if let Some(l) = lanes.get_mut(i) {
+                l.conn = conn;
+            }
+            i as u16
+        }
+        None => {
+            lanes.push(Lane {
+                conn,
+                outstanding: 0,
+            });
+            (lanes.len() - 1) as u16
+        }
+    }
+}
+
 #[cold]
-fn unreachable_batch(len: usize) -> ! {
+fn unreachable_batch(i: usize) -> ! {
     // Only reachable through a logic error in `batch_for`.
-    panic!("batch index out of range ({len} batches)")
+    panic!("batch index {i} out of range")
 }
 
 /// What routing one request asks the session to do.
@@ -224,12 +348,27 @@ pub(crate) struct Session {
     decoder: RequestDecoder,
     pending: VecDeque<Pending>,
     pending_requests: usize,
+    /// A written `Pending`, kept for its lists' capacity.
+    spare: Option<Pending>,
+    /// The plan being built, kept for its buffers.
+    plan: Plan,
+    /// Where the backend connections put this session's replies; made when
+    /// the session first sends something to a backend (idle sessions that
+    /// only ever PINGed do not pay for it).
+    inbox: Option<Arc<Inbox>>,
+    /// Which backend connection each lane of `inbox` carries.
+    lanes: Vec<Lane>,
     stalled: Option<(Request, Instant, u16)>,
     /// No more reading: flush and close.
     closing: bool,
     /// Bytes charged to the global budget by this session's buffers.
     charged: usize,
     keys: Vec<usize>,
+    /// Fan-out scratch, reused: the part of each key, and each part's batch and key count.
+    fanout_keys: Vec<u16>,
+    fanout_parts: Vec<(u16, u32)>,
+    /// MGET merge scratch, reused: a walk over each part's reply.
+    merge_cursors: Vec<ArrayCursor>,
     /// Set while a request whose keys were just moved is routed again.
     migrated: bool,
 }
@@ -258,10 +397,17 @@ impl Session {
             decoder: RequestDecoder::new(limits),
             pending: VecDeque::new(),
             pending_requests: 0,
+            spare: None,
+            plan: Plan::default(),
+            inbox: None,
+            lanes: Vec::new(),
             stalled: None,
             closing: false,
             charged: 0,
             keys: Vec::new(),
+            fanout_keys: Vec::new(),
+            fanout_parts: Vec::new(),
+            merge_cursors: Vec::new(),
             migrated: false,
             shared,
         }
@@ -269,9 +415,16 @@ impl Session {
 
     /// Runs the session to its end. Errors are the client's own (reset,
     /// timeout): they end this session only.
-    pub(crate) async fn run(mut self) {
+    ///
+    /// Takes `&mut self` (the caller's future owns the session): an `async
+    /// fn` taking `self` by value would hold two copies of it in its state.
+    pub(crate) async fn run(&mut self) {
         let mut changed = self.shared.router.subscribe();
         let mut shutdown = self.shared.shutdown.subscribe();
+        // One future for the whole session: re-creating it on every turn of
+        // the loop registers and deregisters a waiter each time.
+        let mut shutdown = std::pin::pin!(shutdown.changed());
+        let mut shutdown_seen = false;
         let idle = self.shared.config.client_idle_timeout();
         let max_pipeline = self.shared.config.max_pipeline;
         let mut last_activity = Instant::now();
@@ -312,8 +465,9 @@ impl Session {
                 && self.stalled.is_none()
                 && self.pending_requests < max_pipeline
                 && !over_budget;
-            let waiting_reply =
-                self.pending.front().is_some_and(|p| !p.resolved()) && self.wbuf.len() < WRITE_HIGH;
+            // `collect_ready` took every resolved unit it could: the front one
+            // (if any) is still waiting, unless the write buffer is full.
+            let waiting_reply = !self.pending.is_empty() && self.wbuf.len() < WRITE_HIGH;
             let idle_deadline = match idle {
                 Some(d) if self.pending.is_empty() && self.stalled.is_none() => {
                     Some(last_activity + d)
@@ -325,9 +479,13 @@ impl Session {
             // not notify).
             let budget_retry =
                 (over_budget && !self.closing).then(|| Instant::now() + Duration::from_millis(10));
+            let wake_at = [stall_deadline, idle_deadline, budget_retry]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 biased;
-                _ = wait_front(&mut self.pending), if waiting_reply => {}
+                _ = poll_fn(|cx| front_resolved(self.inbox.as_deref(), &self.pending, cx)), if waiting_reply => {}
                 r = self.stream.readable(), if can_read => {
                     if r.is_err() { break; }
                     match self.read() {
@@ -336,7 +494,8 @@ impl Session {
                             self.closing = true;
                             if self.pending.is_empty() { break; }
                         }
-                        Ok(_) => last_activity = Instant::now(),
+                        Ok(_) if idle.is_some() => last_activity = Instant::now(),
+                        Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(_) => break,
                     }
@@ -345,14 +504,17 @@ impl Session {
                     if r.is_err() { break; }
                 }
                 _ = changed.changed(), if self.stalled.is_some() => table_changed = true,
-                _ = sleep_until_opt(stall_deadline), if stall_deadline.is_some() => {}
-                _ = sleep_until_opt(idle_deadline), if idle_deadline.is_some() => {
-                    tracing::debug!(peer = %self.peer, "closing idle client");
-                    break;
+                // One timer for all three deadlines (each timer future is
+                // part of every session's state).
+                _ = sleep_until_opt(wake_at), if wake_at.is_some() => {
+                    if idle_deadline.is_some_and(|d| Instant::now() >= d) {
+                        tracing::debug!(peer = %self.peer, "closing idle client");
+                        break;
+                    }
                 }
-                _ = sleep_until_opt(budget_retry), if budget_retry.is_some() => {}
-                _ = shutdown.changed() => {
+                _ = &mut shutdown, if !shutdown_seen => {
                     // Stop taking requests; finish the ones in flight.
+                    shutdown_seen = true;
                     self.closing = true;
                 }
             }
@@ -403,21 +565,23 @@ impl Session {
     }
 
     fn refuse_oversized(&mut self) {
-        let mut plan = Plan::default();
+        let mut plan = std::mem::take(&mut self.plan);
         plan.close(
             usize::MAX,
             error_bytes("ERR shardis-proxy memory budget exhausted: request too large right now"),
         );
         self.closing = true;
         self.rbuf.clear();
-        self.push_plan_local(plan);
+        // Nothing is routed here: the plan holds this one local reply only.
+        self.queue_pending(&mut plan);
+        self.plan = plan;
     }
 
     /// Parses every complete request in the read buffer and dispatches them.
     /// `Err` on a protocol error (already answered).
     async fn process_input(&mut self) -> Result<(), ()> {
         let table = self.shared.router.load();
-        let mut plan = Plan::default();
+        let mut plan = std::mem::take(&mut self.plan);
         let mut result = Ok(());
         loop {
             let req = match self.decoder.decode(&mut self.rbuf) {
@@ -433,7 +597,7 @@ impl Session {
             let step = self.route_request(&req, &table, &mut plan).await;
             plan.note_key(&self.shared.stats, &req);
             match step {
-                Step::Done | Step::Migrate(_) => {}
+                Step::Done | Step::Migrate(_) => self.decoder.recycle(req),
                 Step::Stall { slot } => {
                     let deadline = Instant::now() + self.shared.config.hold_timeout();
                     self.stalled = Some((req, deadline, slot));
@@ -448,7 +612,8 @@ impl Session {
                 break;
             }
         }
-        self.dispatch(plan).await;
+        self.dispatch(&mut plan).await;
+        self.plan = plan;
         drop(table);
         self.shrink_read_buffer();
         result
@@ -459,7 +624,7 @@ impl Session {
             return;
         };
         let table = self.shared.router.load();
-        let mut plan = Plan::default();
+        let mut plan = std::mem::take(&mut self.plan);
         match self.route_request(&req, &table, &mut plan).await {
             Step::Done | Step::Migrate(_) => plan.note_key(&self.shared.stats, &req),
             Step::Stall { .. } if Instant::now() >= deadline => {
@@ -476,7 +641,8 @@ impl Session {
                 self.stalled = Some((req, deadline, slot));
             }
         }
-        self.dispatch(plan).await;
+        self.dispatch(&mut plan).await;
+        self.plan = plan;
         drop(table);
     }
 
@@ -491,14 +657,15 @@ impl Session {
             step => return step,
         };
         // Everything routed before this request goes first, in order.
-        let earlier = std::mem::take(plan);
-        self.dispatch(earlier).await;
+        self.dispatch(plan).await;
         let cmd = req
             .name()
             .and_then(|n| commands::table().lookup(n))
             .map_or(usize::MAX, |c| c.index);
         for mv in &moves {
-            if let Err(msg) = self.move_keys(mv).await {
+            // Boxed: a rare path whose future would otherwise be part of every
+            // session's, idle ones included.
+            if let Err(msg) = Box::pin(self.move_keys(mv)).await {
                 plan.error(cmd, &msg);
                 return Step::Done;
             }
@@ -536,42 +703,40 @@ impl Session {
         args.extend(mv.keys.iter().map(|k| k.as_ref()));
         let mut payload = BytesMut::new();
         shardis_resp::encode_command(&mut payload, args.iter());
-        let (tx, rx) = oneshot::channel();
-        // The session's own connection to the source: the MIGRATE runs after
-        // every earlier request of this client there.
-        mv.from
-            .conn(self.proto, self.id)
-            .send(Batch {
-                payload: payload.freeze(),
-                count: 1,
-                reply: tx,
-            })
-            .await;
-        let reply = match rx.await {
-            Ok(Ok(mut replies)) => replies.pop().unwrap_or_default(),
-            Ok(Err(e)) => {
-                return Err(format!(
-                    "TRYAGAIN moving keys of slot {} failed: {e}",
-                    mv.slot
-                ))
-            }
-            Err(_) => {
-                return Err(format!(
-                    "TRYAGAIN moving keys of slot {} failed: connection task ended",
-                    mv.slot
-                ))
-            }
-        };
-        match reply.as_ref() {
-            b"+OK\r\n" | b"+NOKEY\r\n" => Ok(()),
-            other => {
-                let text = String::from_utf8_lossy(other.get(1..).unwrap_or_default());
-                Err(format!(
-                    "TRYAGAIN moving keys of slot {} to group {} failed: {}",
-                    mv.slot,
-                    mv.to_group,
-                    text.trim_end()
-                ))
+        // `BUSYKEY`: a copy is on both servers for a moment (the mover's safe
+        // mode between its copy and its delete, or a half-failed move the
+        // mover is sorting out). Wait a little for it rather than fail the
+        // client at once.
+        let mut backoff = [2u64, 5, 10, 20, 40, 80].into_iter();
+        loop {
+            // The session's own connection to the source: the MIGRATE runs
+            // after every earlier request of this client there.
+            let reply = match mv.from.conn(self.proto, self.id).request(&payload, 1).await {
+                Ok(mut replies) => replies.pop().unwrap_or_default(),
+                Err(e) => {
+                    return Err(format!(
+                        "TRYAGAIN moving keys of slot {} failed: {e}",
+                        mv.slot
+                    ))
+                }
+            };
+            match reply.as_ref() {
+                b"+OK\r\n" | b"+NOKEY\r\n" => return Ok(()),
+                other => {
+                    let text = String::from_utf8_lossy(other.get(1..).unwrap_or_default());
+                    if text.contains("BUSYKEY") {
+                        if let Some(ms) = backoff.next() {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            continue;
+                        }
+                    }
+                    return Err(format!(
+                        "TRYAGAIN moving keys of slot {} to group {} failed: {}",
+                        mv.slot,
+                        mv.to_group,
+                        text.trim_end()
+                    ));
+                }
             }
         }
     }
@@ -621,42 +786,64 @@ impl Session {
         moves
     }
 
-    /// Sends the plan's batches and queues its replies.
-    async fn dispatch(&mut self, plan: Plan) {
+    /// Sends the plan's batches and queues its replies; leaves `plan` empty
+    /// for the next read, with its buffers.
+    async fn dispatch(&mut self, plan: &mut Plan) {
+        let mut needs = match self.spare.take() {
+            Some(p) => p,
+            None => Pending::new(),
+        };
+        let inbox = &*self.inbox.get_or_insert_with(Default::default);
+        for b in plan.batches.iter_mut().take(plan.used) {
+            let Some(server) = b.server.take() else {
+                continue;
+            };
+            if b.count > 0 {
+                server
+                    .conn(b.proto, self.id)
+                    .push(&b.payload, b.count, inbox, b.lane)
+                    .await;
+                match needs.needs.iter_mut().find(|(l, _)| *l == b.lane) {
+                    Some((_, n)) => *n += b.count,
+                    None => needs.needs.push((b.lane, b.count)),
+                }
+                if let Some(l) = self.lanes.get_mut(b.lane as usize) {
+                    l.outstanding += u64::from(b.count);
+                }
+            }
+            b.count = 0;
+            b.payload.clear();
+            if b.payload.capacity() > FREE_BUFFER {
+                b.payload = BytesMut::new();
+            }
+        }
+        plan.used = 0;
         if plan.is_empty() {
+            needs.needs.clear();
+            self.spare = Some(needs);
             return;
         }
-        let mut receivers = Vec::with_capacity(plan.batches.len());
-        for b in plan.batches {
-            let (tx, rx) = oneshot::channel();
-            let conn = b.server.conn(self.proto, self.id);
-            conn.send(Batch {
-                payload: b.payload.freeze(),
-                count: b.count,
-                reply: tx,
-            })
-            .await;
-            receivers.push(rx);
-        }
-        self.pending_requests += plan.entries.len();
-        self.pending.push_back(Pending {
-            entries: plan.entries,
-            results: Vec::with_capacity(receivers.len()),
-            receivers,
-            started: Instant::now(),
-            keys: plan.keys,
-        });
+        self.queue_pending_into(plan, needs);
     }
 
-    fn push_plan_local(&mut self, plan: Plan) {
-        self.pending_requests += plan.entries.len();
-        self.pending.push_back(Pending {
-            entries: plan.entries,
-            receivers: Vec::new(),
-            results: Vec::new(),
-            started: Instant::now(),
-            keys: plan.keys,
-        });
+    /// Queues the plan's entries as one `Pending` (a plan with local replies
+    /// only, nothing routed).
+    fn queue_pending(&mut self, plan: &mut Plan) {
+        let p = match self.spare.take() {
+            Some(p) => p,
+            None => Pending::new(),
+        };
+        self.queue_pending_into(plan, p);
+    }
+
+    fn queue_pending_into(&mut self, plan: &mut Plan, mut p: Pending) {
+        std::mem::swap(&mut p.entries, &mut plan.entries);
+        std::mem::swap(&mut p.parts, &mut plan.parts);
+        std::mem::swap(&mut p.keys, &mut plan.keys);
+        plan.closes = false;
+        p.started = Instant::now();
+        self.pending_requests += p.entries.len();
+        self.pending.push_back(p);
     }
 
     fn shrink_read_buffer(&mut self) {
@@ -732,18 +919,18 @@ impl Session {
             Route::Slot => self.route_slot(cmd, req, table, plan),
             Route::Fanout { merge, step } => self.route_fanout(cmd, merge, step, req, table, plan),
             Route::AllMasters(merge) => {
-                let mut parts = Vec::with_capacity(table.masters.len());
+                // Rare (DBSIZE): a list per request is fine.
+                let mut lanes = Vec::with_capacity(table.masters.len());
                 for (_, server) in &table.masters {
-                    parts.push(plan.forward(server, &req.raw));
+                    lanes.push(plan.forward(
+                        server,
+                        self.proto,
+                        self.id,
+                        &mut self.lanes,
+                        &req.raw,
+                    ));
                 }
-                plan.entries.push(Entry {
-                    cmd: cmd.index,
-                    kind: EntryKind::Merge(Box::new(MergePlan {
-                        merge,
-                        parts,
-                        order: Vec::new(),
-                    })),
-                });
+                plan.merge(cmd.index, merge, &lanes, &[]);
                 Step::Done
             }
         }
@@ -818,10 +1005,10 @@ impl Session {
             self.shared.stats.record_slot(slot);
             match self.server_for(cmd, slot, table, plan) {
                 Ok(server) => {
-                    let (batch, idx) = plan.forward(server, &req.raw);
+                    let lane = plan.forward(server, self.proto, self.id, &mut self.lanes, &req.raw);
                     plan.entries.push(Entry {
                         cmd: cmd.index,
-                        kind: EntryKind::Forward { batch, idx },
+                        kind: EntryKind::Forward { lane },
                     });
                     Step::Done
                 }
@@ -848,9 +1035,14 @@ impl Session {
             return Step::Done;
         }
         let nkeys = (args.len() - 1) / step;
-        // Which part (distinct server, in first-seen order) each key goes to.
-        let mut distinct: Vec<(&Arc<Server>, u32)> = Vec::with_capacity(2);
-        let mut part_of: Vec<u16> = Vec::with_capacity(nkeys);
+        // Which part each key goes to; a part is a batch of the plan (one per server), and
+        // parts are numbered in the order their first key appears. Both lists are reused
+        // from request to request.
+        let mut part_of = std::mem::take(&mut self.fanout_keys);
+        let mut parts = std::mem::take(&mut self.fanout_parts);
+        part_of.clear();
+        parts.clear();
+        let mut failed = None;
         for k in 0..nkeys {
             let Some(key) = args.get(1 + k * step) else {
                 break;
@@ -859,102 +1051,129 @@ impl Session {
             self.shared.stats.record_slot(slot);
             let server = match self.server_for(cmd, slot, table, plan) {
                 Ok(s) => s,
-                Err(step) => return step,
-            };
-            let p = match distinct.iter().position(|(d, _)| Arc::ptr_eq(d, server)) {
-                Some(p) => p,
-                None => {
-                    distinct.push((server, 0));
-                    distinct.len() - 1
+                Err(step) => {
+                    failed = Some(step);
+                    break;
                 }
             };
-            if let Some((_, n)) = distinct.get_mut(p) {
+            // Most keys go to a server an earlier key of this request went to.
+            let known = parts.iter().position(|&(b, _)| {
+                plan.batches
+                    .get(b as usize)
+                    .and_then(|b| b.server.as_ref())
+                    .is_some_and(|s| Arc::ptr_eq(s, server))
+            });
+            let p = match known {
+                Some(p) => p,
+                None => {
+                    let (batch, _) = plan.batch_for(server, self.proto, self.id, &mut self.lanes);
+                    match parts.iter().position(|&(b, _)| b == batch) {
+                        Some(p) => p,
+                        None => {
+                            parts.push((batch, 0));
+                            parts.len() - 1
+                        }
+                    }
+                }
+            };
+            if let Some((_, n)) = parts.get_mut(p) {
                 *n += 1;
             }
             part_of.push(p as u16);
         }
-        if distinct.len() == 1 {
-            // One server: pass the request through whole.
-            if let Some((server, _)) = distinct.first() {
-                let (batch, idx) = plan.forward(server, &req.raw);
-                plan.entries.push(Entry {
-                    cmd: cmd.index,
-                    kind: EntryKind::Forward { batch, idx },
-                });
-            }
-            return Step::Done;
-        }
-        let name = args.first().map(|b| b.as_ref()).unwrap_or_default();
-        let mut order = Vec::new();
-        if merge == Merge::Values {
-            // MGET: where each key's value sits in its part's reply.
-            let mut seen = [0u32; 8];
-            let mut seen_more = Vec::new();
-            if distinct.len() > seen.len() {
-                seen_more = vec![0u32; distinct.len()];
-            }
-            order.reserve(nkeys);
-            for &p in &part_of {
-                let n = if seen_more.is_empty() {
-                    seen.get_mut(p as usize)
-                } else {
-                    seen_more.get_mut(p as usize)
-                };
-                if let Some(n) = n {
-                    order.push((p, *n));
-                    *n += 1;
+        let step_out = match failed {
+            Some(step) => step,
+            None if parts.len() == 1 => {
+                // One server: pass the request through whole.
+                if let Some(&(batch, _)) = parts.first() {
+                    let lane = plan.forward_to(batch, &req.raw);
+                    plan.entries.push(Entry {
+                        cmd: cmd.index,
+                        kind: EntryKind::Forward { lane },
+                    });
                 }
+                Step::Done
             }
-        }
-        // Each part's sub-command is encoded straight into its batch.
-        let mut parts = Vec::with_capacity(distinct.len());
-        for (p, (server, count)) in distinct.iter().enumerate() {
-            let (batch, b) = plan.batch_for(server);
-            write_array_header(&mut b.payload, 1 + *count as usize * step);
-            write_bulk(&mut b.payload, name);
+            None => {
+                self.encode_parts(cmd, merge, step, req, plan, &part_of, &parts);
+                Step::Done
+            }
+        };
+        self.fanout_keys = part_of;
+        self.fanout_parts = parts;
+        step_out
+    }
+
+    /// Encodes each part's sub-command straight into its batch: the command name, then the
+    /// keys (with their values, for MSET) of that part, copied as the client encoded them.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_parts(
+        &self,
+        cmd: &Command,
+        merge: Merge,
+        step: usize,
+        req: &Request,
+        plan: &mut Plan,
+        part_of: &[u16],
+        parts: &[(u16, u32)],
+    ) {
+        let args = &req.args;
+        let name = args.first().map(|b| b.as_ref()).unwrap_or_default();
+        let at = plan.parts.len() as u32;
+        for (p, &(batch, count)) in parts.iter().enumerate() {
+            let Some(b) = plan.batches.get_mut(batch as usize) else {
+                continue;
+            };
+            write_array_header(&mut b.payload, 1 + count as usize * step);
+            match req.arg_frames(0, 0) {
+                Some(frame) => b.payload.extend_from_slice(frame),
+                None => write_bulk(&mut b.payload, name),
+            }
             for (k, _) in part_of.iter().enumerate().filter(|(_, &q)| q as usize == p) {
-                for j in 0..step {
-                    if let Some(a) = args.get(1 + k * step + j) {
-                        write_bulk(&mut b.payload, a);
+                let first = 1 + k * step;
+                match req.arg_frames(first, first + step - 1) {
+                    Some(frames) => b.payload.extend_from_slice(frames),
+                    None => {
+                        for a in args.iter().skip(first).take(step) {
+                            write_bulk(&mut b.payload, a);
+                        }
                     }
                 }
             }
             b.count += 1;
-            parts.push((batch, b.count - 1));
+            let lane = b.lane;
+            plan.parts.push(lane);
+        }
+        let nparts = plan.parts.len() as u32 - at;
+        let mut order = (at + nparts, 0);
+        if merge == Merge::Values {
+            // MGET: which part holds each key's value; each part answers its
+            // keys in order.
+            plan.parts.extend_from_slice(part_of);
+            order.1 = part_of.len() as u32;
         }
         plan.entries.push(Entry {
             cmd: cmd.index,
-            kind: EntryKind::Merge(Box::new(MergePlan {
+            kind: EntryKind::Merge(MergeRef {
                 merge,
-                parts,
+                parts: (at, nparts),
                 order,
-            })),
+            }),
         });
-        Step::Done
     }
 
     /// Moves every finished `Pending` into the write buffer, in order.
     fn collect_ready(&mut self) {
         while self.wbuf.len() < WRITE_HIGH {
-            let Some(front) = self.pending.front_mut() else {
+            let Some(front) = self.pending.front() else {
                 break;
             };
-            // Take whatever answers arrived without waiting.
-            while !front.resolved() {
-                let i = front.results.len();
-                let Some(rx) = front.receivers.get_mut(i) else {
-                    break;
-                };
-                match rx.try_recv() {
-                    Ok(r) => front.results.push(Some(r)),
-                    Err(oneshot::error::TryRecvError::Empty) => return,
-                    Err(oneshot::error::TryRecvError::Closed) => {
-                        front.results.push(Some(Err(BackendError::Lost {
-                            addr: "backend".into(),
-                            reason: "connection task ended".into(),
-                        })))
-                    }
-                }
+            let resolved = match &self.inbox {
+                Some(inbox) => front.resolved(&inbox.lanes()),
+                None => front.needs.is_empty(),
+            };
+            if !resolved {
+                break;
             }
             if let Some(p) = self.pending.pop_front() {
                 self.pending_requests = self.pending_requests.saturating_sub(p.entries.len());
@@ -963,10 +1182,15 @@ impl Session {
         }
     }
 
-    fn write_pending(&mut self, p: Pending) {
+    fn write_pending(&mut self, mut p: Pending) {
         let before = self.wbuf.len();
         let mut recorder = self.shared.stats.recorder(p.started, &self.shared.slowlog);
-        for entry in p.entries {
+        let mut guard = self.inbox.as_ref().map(|i| i.lanes());
+        let lanes: &mut [VecDeque<Reply>] = match guard.as_deref_mut() {
+            Some(l) => l,
+            None => &mut [],
+        };
+        for entry in p.entries.drain(..) {
             let start = self.wbuf.len();
             match entry.kind {
                 EntryKind::Local(b) => self.wbuf.extend_from_slice(&b),
@@ -974,19 +1198,40 @@ impl Session {
                     self.wbuf.extend_from_slice(&b);
                     self.closing = true;
                 }
-                EntryKind::Forward { batch, idx } => match reply_at(&p.results, batch, idx) {
-                    Ok(r) => self.wbuf.extend_from_slice(r),
+                EntryKind::Forward { lane } => match take_reply(lanes, lane) {
+                    Ok(r) => self.wbuf.extend_from_slice(&r),
                     Err(e) => write_error(&mut self.wbuf, format!("ERR {e}").as_bytes()),
                 },
-                EntryKind::Merge(m) => merge_into(&mut self.wbuf, &m, &p.results),
+                EntryKind::Merge(m) => {
+                    merge_into(&mut self.wbuf, &m, &p.parts, lanes, &mut self.merge_cursors)
+                }
             }
             let is_err = matches!(self.wbuf.get(start), Some(b'-') | Some(b'!'));
             recorder.command(entry.cmd, is_err);
         }
         recorder.finish(&p.keys, &self.peer, self.name.as_ref());
+        for &(lane, n) in &p.needs {
+            if let Some(l) = self.lanes.get_mut(lane as usize) {
+                l.outstanding = l.outstanding.saturating_sub(u64::from(n));
+            }
+            // A long pipeline once is no reason to keep its room for ever.
+            if let Some(l) = lanes.get_mut(lane as usize) {
+                if l.is_empty() && l.capacity() > KEEP_LANE {
+                    *l = VecDeque::new();
+                }
+            }
+        }
+        drop(guard);
         if self.wbuf.len() - before > 0 && self.wbuf.capacity() > FREE_BUFFER {
             // Big replies count against the global budget while buffered.
             self.rebalance();
+        }
+        // Keep it for its capacity, unless it held a huge pipeline.
+        p.needs.clear();
+        p.parts.clear();
+        p.keys.clear();
+        if p.entries.capacity() <= 4096 && p.parts.capacity() <= 4096 {
+            self.spare = Some(p);
         }
     }
 
@@ -995,9 +1240,8 @@ impl Session {
         while !self.wbuf.is_empty() {
             match self.stream.try_write(&self.wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let _ = self.wbuf.split_to(n);
-                }
+                // `advance`, not `split_to`: no second handle on the buffer.
+                Ok(n) => self.wbuf.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -1020,23 +1264,27 @@ impl Drop for Session {
     }
 }
 
-/// Waits until the front pending unit's next batch answers, and stores it.
-async fn wait_front(pending: &mut VecDeque<Pending>) {
-    let Some(front) = pending.front_mut() else {
-        return std::future::pending().await;
+/// Resolves when the front pending unit has all its replies.
+fn front_resolved(
+    inbox: Option<&Inbox>,
+    pending: &VecDeque<Pending>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(front) = pending.front() else {
+        return Poll::Pending;
     };
-    let i = front.results.len();
-    let Some(rx) = front.receivers.get_mut(i) else {
-        return;
+    let resolved = match inbox {
+        Some(inbox) => {
+            inbox.register(cx.waker());
+            front.resolved(&inbox.lanes())
+        }
+        None => front.needs.is_empty(),
     };
-    let r = match rx.await {
-        Ok(r) => r,
-        Err(_) => Err(BackendError::Lost {
-            addr: "backend".into(),
-            reason: "connection task ended".into(),
-        }),
-    };
-    front.results.push(Some(r));
+    if resolved {
+        Poll::Ready(())
+    } else {
+        Poll::Pending
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -1046,47 +1294,80 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-fn reply_at(results: &[Option<BatchReply>], batch: u16, idx: u32) -> Result<&Bytes, BackendError> {
-    match results.get(batch as usize) {
-        Some(Some(Ok(replies))) => {
-            replies
-                .get(idx as usize)
-                .ok_or_else(|| BackendError::Protocol {
-                    addr: "backend".into(),
-                    reason: "missing reply".into(),
-                })
-        }
-        Some(Some(Err(e))) => Err(e.clone()),
-        _ => Err(BackendError::Lost {
+/// Takes the next reply of `lane`.
+fn take_reply(lanes: &mut [VecDeque<Reply>], lane: u16) -> Reply {
+    match lanes.get_mut(lane as usize).and_then(VecDeque::pop_front) {
+        Some(r) => r,
+        // `Pending::resolved` saw it; only a logic error gets here.
+        None => Err(BackendError::Lost {
             addr: "backend".into(),
             reason: "no reply".into(),
         }),
     }
 }
 
-/// Combines the parts of a split command into one reply.
-fn merge_into(out: &mut BytesMut, m: &MergePlan, results: &[Option<BatchReply>]) {
-    let mut replies = Vec::with_capacity(m.parts.len());
-    for &(batch, idx) in &m.parts {
-        match reply_at(results, batch, idx) {
-            Ok(r) => {
-                if reply_is_error(r) {
-                    // The first failing part answers for the whole command.
-                    out.extend_from_slice(r);
-                    return;
-                }
-                replies.push(r);
+/// The next reply of `lane`, left in place.
+fn peek_reply(lanes: &[VecDeque<Reply>], lane: u16) -> Result<&Bytes, BackendError> {
+    match lanes.get(lane as usize).and_then(VecDeque::front) {
+        Some(Ok(r)) => Ok(r),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(BackendError::Lost {
+            addr: "backend".into(),
+            reason: "no reply".into(),
+        }),
+    }
+}
+
+/// Combines the parts of a split command into one reply, and takes each
+/// part's reply off its lane. `cursors` is scratch space.
+fn merge_into(
+    out: &mut BytesMut,
+    m: &MergeRef,
+    parts: &[u16],
+    lanes: &mut [VecDeque<Reply>],
+    cursors: &mut Vec<ArrayCursor>,
+) {
+    let span = |(at, n): (u32, u32)| {
+        parts
+            .get(at as usize..(at as usize).saturating_add(n as usize))
+            .unwrap_or_default()
+    };
+    let (part_lanes, order) = (span(m.parts), span(m.order));
+    merge_replies(out, m.merge, part_lanes, order, lanes, cursors);
+    for &lane in part_lanes {
+        let _ = take_reply(lanes, lane);
+    }
+}
+
+fn merge_replies(
+    out: &mut BytesMut,
+    merge: Merge,
+    parts: &[u16],
+    order: &[u16],
+    lanes: &[VecDeque<Reply>],
+    cursors: &mut Vec<ArrayCursor>,
+) {
+    // The first failing part answers for the whole command.
+    for &lane in parts {
+        match peek_reply(lanes, lane) {
+            Ok(r) if reply_is_error(r) => {
+                out.extend_from_slice(r);
+                return;
             }
+            Ok(_) => {}
             Err(e) => {
                 write_error(out, format!("ERR {e}").as_bytes());
                 return;
             }
         }
     }
-    match m.merge {
+    let replies = parts
+        .iter()
+        .filter_map(|&lane| peek_reply(lanes, lane).ok());
+    match merge {
         Merge::Sum => {
             let mut sum: i64 = 0;
-            for r in &replies {
+            for r in replies {
                 match reply_integer(r) {
                     Some(n) => sum = sum.saturating_add(n),
                     None => {
@@ -1101,29 +1382,39 @@ fn merge_into(out: &mut BytesMut, m: &MergePlan, results: &[Option<BatchReply>])
             write_integer(out, sum);
         }
         Merge::AllOk => {
-            if let Some(r) = replies.first() {
+            if let Some(r) = replies.into_iter().next() {
                 out.extend_from_slice(r);
             }
         }
         Merge::Values => {
-            let mut elems: Vec<Vec<Bytes>> = Vec::with_capacity(replies.len());
-            for r in &replies {
-                match array_elements(r) {
-                    Some(e) => elems.push(e),
-                    None => {
-                        write_error(
-                            out,
-                            b"ERR unexpected reply from a backend while merging MGET",
-                        );
+            const BAD: &[u8] = b"ERR unexpected reply from a backend while merging MGET";
+            cursors.clear();
+            for (p, r) in replies.enumerate() {
+                let want = order.iter().filter(|&&q| q as usize == p).count();
+                match ArrayCursor::new(r) {
+                    // Each part must answer exactly the keys it was sent.
+                    Some(c) if c.remaining() == want => cursors.push(c),
+                    _ => {
+                        write_error(out, BAD);
                         return;
                     }
                 }
             }
-            write_array_header(out, m.order.len());
-            for &(part, pos) in &m.order {
-                match elems.get(part as usize).and_then(|e| e.get(pos as usize)) {
+            let start = out.len();
+            write_array_header(out, order.len());
+            for &p in order {
+                let reply = parts.get(p as usize).map(|&lane| peek_reply(lanes, lane));
+                let element = match (reply, cursors.get_mut(p as usize)) {
+                    (Some(Ok(r)), Some(c)) => c.next_element(r).and_then(|range| r.get(range)),
+                    _ => None,
+                };
+                match element {
                     Some(v) => out.extend_from_slice(v),
-                    None => out.extend_from_slice(b"$-1\r\n"),
+                    None => {
+                        out.truncate(start);
+                        write_error(out, BAD);
+                        return;
+                    }
                 }
             }
         }
@@ -1156,4 +1447,113 @@ fn truncate(s: &str, n: usize) -> String {
         .take(n)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lanes_with(replies: &[&[&'static [u8]]]) -> Vec<VecDeque<Reply>> {
+        replies
+            .iter()
+            .map(|lane| {
+                lane.iter()
+                    .map(|r| Ok(Bytes::from_static(r)))
+                    .collect::<VecDeque<Reply>>()
+            })
+            .collect()
+    }
+
+    fn merged(
+        merge: Merge,
+        parts: &[u16],
+        order: &[u16],
+        lanes: &mut [VecDeque<Reply>],
+    ) -> Vec<u8> {
+        let mut all = parts.to_vec();
+        all.extend_from_slice(order);
+        let m = MergeRef {
+            merge,
+            parts: (0, parts.len() as u32),
+            order: (parts.len() as u32, order.len() as u32),
+        };
+        let mut out = BytesMut::new();
+        merge_into(&mut out, &m, &all, lanes, &mut Vec::new());
+        out.to_vec()
+    }
+
+    #[test]
+    fn mget_parts_merge_in_key_order_and_leave_the_lanes() {
+        // Keys k0 k1 k2 k3: k0, k2 on lane 1; k1, k3 on lane 0.
+        let mut lanes = lanes_with(&[
+            &[b"*2\r\n$2\r\nv1\r\n$-1\r\n", b"+next\r\n"],
+            &[b"*2\r\n$2\r\nv0\r\n*1\r\n:2\r\n"],
+        ]);
+        let out = merged(Merge::Values, &[1, 0], &[0, 1, 0, 1], &mut lanes);
+        assert_eq!(out, b"*4\r\n$2\r\nv0\r\n$2\r\nv1\r\n*1\r\n:2\r\n$-1\r\n");
+        // Exactly one reply was taken from each part's lane.
+        assert_eq!(lanes[0].len(), 1);
+        assert!(lanes[1].is_empty());
+    }
+
+    #[test]
+    fn failing_or_malformed_parts_answer_for_the_whole_command() {
+        let mut lanes = lanes_with(&[&[b"*1\r\n$1\r\na\r\n"], &[b"-ERR oops\r\n"]]);
+        let out = merged(Merge::Values, &[0, 1], &[0, 1], &mut lanes);
+        assert_eq!(out, b"-ERR oops\r\n");
+        assert!(lanes.iter().all(VecDeque::is_empty));
+
+        // A part answering a different number of values than it was asked.
+        let mut lanes = lanes_with(&[&[b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"], &[b"*1\r\n$1\r\nc\r\n"]]);
+        let out = merged(Merge::Values, &[0, 1], &[0, 1], &mut lanes);
+        assert!(out.starts_with(b"-ERR unexpected reply"), "{out:?}");
+
+        let mut lanes = vec![VecDeque::new(), VecDeque::new()];
+        lanes[0].push_back(Ok(Bytes::from_static(b":1\r\n")));
+        lanes[1].push_back(Err(BackendError::Down {
+            addr: "127.0.0.1:1".into(),
+            reason: "refused".into(),
+        }));
+        let out = merged(Merge::Sum, &[0, 1], &[], &mut lanes);
+        assert_eq!(out, b"-ERR backend 127.0.0.1:1 is unreachable: refused\r\n");
+        assert!(lanes.iter().all(VecDeque::is_empty));
+    }
+
+    #[test]
+    fn sums_and_all_ok() {
+        let mut lanes = lanes_with(&[&[b":2\r\n"], &[b":3\r\n"]]);
+        assert_eq!(merged(Merge::Sum, &[0, 1], &[], &mut lanes), b":5\r\n");
+        let mut lanes = lanes_with(&[&[b"+OK\r\n"], &[b"+OK\r\n"]]);
+        assert_eq!(merged(Merge::AllOk, &[1, 0], &[], &mut lanes), b"+OK\r\n");
+        let mut lanes = lanes_with(&[&[b"+OK\r\n"], &[b"$1\r\nx\r\n"]]);
+        assert!(merged(Merge::Sum, &[0, 1], &[], &mut lanes).starts_with(b"-ERR unexpected"));
+    }
+
+    #[test]
+    fn lanes_are_per_connection_and_reused_only_when_drained() {
+        let batch = |conn, lane| BatchBuilder {
+            server: None,
+            proto: Protocol::Resp2,
+            conn,
+            lane,
+            payload: BytesMut::new(),
+            count: 1,
+        };
+        let mut lanes = Vec::new();
+        assert_eq!(lane_for(7, &mut lanes, &[]), 0);
+        // A drained lane no batch of the plan uses is taken over...
+        assert_eq!(lane_for(8, &mut lanes, &[]), 0);
+        assert_eq!(lanes[0].conn, 8);
+        // ...but not one the plan uses, nor one that still expects replies.
+        assert_eq!(lane_for(7, &mut lanes, &[batch(8, 0)]), 1);
+        lanes[1].outstanding = 2;
+        assert_eq!(lane_for(9, &mut lanes, &[batch(8, 0)]), 2);
+        lanes[2].outstanding = 1;
+        assert_eq!(lane_for(7, &mut lanes, &[]), 1);
+        assert_eq!(lane_for(9, &mut lanes, &[]), 2);
+        assert_eq!(lane_for(10, &mut lanes, &[]), 0);
+        lanes[0].outstanding = 1;
+        assert_eq!(lane_for(11, &mut lanes, &[]), 3);
+        assert_eq!(lanes.len(), 4);
+    }
 }

@@ -174,6 +174,17 @@ impl Drop for KeyLog {
 }
 
 impl KeyLog {
+    /// Empties it for reuse (a buffer that grew past [`BUFFER_KEEP`] is
+    /// returned to the pool's rules by dropping it).
+    pub fn clear(&mut self) {
+        self.count = 0;
+        if self.buf.capacity() > BUFFER_KEEP {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+    }
+
     /// Brings the log up to `replies` entries with `req`'s first key: the
     /// request just routed added that many replies in all (one, normally;
     /// none when it waits for a held slot). `cmd` is the command of the last

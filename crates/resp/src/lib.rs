@@ -31,7 +31,7 @@ pub use encode::{
 };
 pub use error::ProtoError;
 pub use frame::Frame;
-pub use reply::{array_elements, reply_integer, reply_is_error, ReplyScanner};
+pub use reply::{array_elements, reply_integer, reply_is_error, ArrayCursor, ReplyScanner};
 pub use request::{Request, RequestDecoder};
 
 /// Hard bounds applied to untrusted input. Every length and count is checked against these

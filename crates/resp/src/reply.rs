@@ -207,6 +207,17 @@ impl ReplyScanner {
 /// End of the one frame (with any attributes in front of it) starting at `pos`, for replies
 /// that a scanner already accepted.
 fn frame_end(buf: &[u8], pos: usize) -> Option<usize> {
+    // Fast path for the common element of MGET replies: a bulk string.
+    if buf.get(pos) == Some(&b'$') {
+        if let Ok(Some((n, next))) = parse_int_line(buf, pos + 1) {
+            if n == -1 {
+                return Some(next);
+            }
+            let end = usize::try_from(n).ok()?.checked_add(next)?;
+            return (buf.get(end..end.checked_add(2)?) == Some(b"\r\n".as_slice()))
+                .then_some(end + 2);
+        }
+    }
     ScanCore::starting_at(pos)
         .advance(buf, &Limits::UNBOUNDED)
         .ok()
@@ -230,19 +241,62 @@ fn skip_attributes(buf: &[u8], mut pos: usize) -> Option<usize> {
 /// each element's raw bytes, aggregates included. `None` if `reply` is not exactly one such
 /// reply, is malformed, or is a null array.
 pub fn array_elements(reply: &Bytes) -> Option<Vec<Bytes>> {
-    let pos = skip_attributes(reply, 0)?;
-    if !matches!(reply.get(pos), Some(b'*' | b'~' | b'>')) {
-        return None;
+    let mut cursor = ArrayCursor::new(reply)?;
+    let mut out = Vec::with_capacity(wire::capacity_for(
+        cursor.remaining(),
+        reply.len().saturating_sub(cursor.pos),
+    ));
+    while cursor.remaining() > 0 {
+        out.push(reply.slice(cursor.next_element(reply)?));
     }
-    let (n, mut pos) = parse_int_line(reply, pos + 1).ok().flatten()?;
-    let n = usize::try_from(n).ok()?;
-    let mut out = Vec::with_capacity(wire::capacity_for(n, reply.len().saturating_sub(pos)));
-    for _ in 0..n {
-        let end = frame_end(reply, pos)?;
-        out.push(reply.slice(pos..end));
-        pos = end;
+    (cursor.pos == reply.len()).then_some(out)
+}
+
+/// A walk over the elements of one array reply (`*N`, or RESP3 `~N` / `>N`, attributes in
+/// front skipped) that allocates nothing and keeps no borrow of the reply, so that the walks
+/// over the parts of a split MGET can sit side by side in one reusable `Vec`. Every call
+/// must be given the same reply as [`ArrayCursor::new`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArrayCursor {
+    pos: usize,
+    left: usize,
+}
+
+impl ArrayCursor {
+    /// A cursor before the first element; `None` if `reply` does not start with an array
+    /// header (a null array `*-1` included).
+    pub fn new(reply: &[u8]) -> Option<ArrayCursor> {
+        let pos = skip_attributes(reply, 0)?;
+        if !matches!(reply.get(pos), Some(b'*' | b'~' | b'>')) {
+            return None;
+        }
+        let (n, pos) = parse_int_line(reply, pos + 1).ok().flatten()?;
+        let left = usize::try_from(n).ok()?;
+        Some(ArrayCursor { pos, left })
     }
-    (pos == reply.len()).then_some(out)
+
+    /// Elements not walked yet.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+
+    /// The byte range of the next element, aggregates included; `None` at the end or if the
+    /// reply is malformed.
+    pub fn next_element(&mut self, reply: &[u8]) -> Option<std::ops::Range<usize>> {
+        if self.left == 0 {
+            return None;
+        }
+        let start = self.pos;
+        let end = frame_end(reply, start)?;
+        self.pos = end;
+        self.left -= 1;
+        Some(start..end)
+    }
+
+    /// True once every element was walked and they ended exactly at the end of `reply`.
+    pub fn at_end(&self, reply: &[u8]) -> bool {
+        self.left == 0 && self.pos == reply.len()
+    }
 }
 
 /// The value of an integer reply `:N\r\n` (exactly one frame), if `reply` is one.

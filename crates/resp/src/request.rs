@@ -32,6 +32,62 @@ impl Request {
     pub fn arg(&self, i: usize) -> Option<&Bytes> {
         self.args.get(i)
     }
+
+    /// The encoded elements of arguments `first..=last` (`$len\r\n…\r\n` each) exactly as
+    /// they sit, back to back, in `raw`, so that they can be copied into another command
+    /// with one copy and no re-encoding. `None` if an index is out of range or the arguments
+    /// are not consecutive canonical elements of `raw` (a `Request` built by hand); callers
+    /// then encode the arguments themselves.
+    pub fn arg_frames(&self, first: usize, last: usize) -> Option<&[u8]> {
+        let base = self.raw.as_ptr() as usize;
+        let mut start = None;
+        let mut end = None;
+        for i in first..=last {
+            let arg = self.args.get(i)?;
+            // Where the argument's bytes sit in `raw`; an argument that is no slice of
+            // `raw` fails the bounds and content checks below.
+            let data = (arg.as_ptr() as usize).checked_sub(base)?;
+            let header = element_header_len(arg.len());
+            let from = data.checked_sub(header)?;
+            let to = data.checked_add(arg.len())?.checked_add(2)?;
+            let element = self.raw.get(from..to)?;
+            // The decoder only accepts canonical lengths (no sign, no leading zero), so an
+            // element is exactly `$` + the decimal length + CRLF + data + CRLF.
+            if element.first() != Some(&b'$')
+                || decimal(element.get(1..header - 2)?) != Some(arg.len())
+                || element.get(header - 2..header) != Some(b"\r\n".as_slice())
+                || element.get(header + arg.len()..) != Some(b"\r\n".as_slice())
+            {
+                return None;
+            }
+            if end.is_some_and(|e| e != from) {
+                return None;
+            }
+            start.get_or_insert(from);
+            end = Some(to);
+        }
+        self.raw.get(start?..end?)
+    }
+}
+
+/// The value of a run of decimal digits (no sign), if it is one and fits.
+fn decimal(digits: &[u8]) -> Option<usize> {
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))
+            .flatten()
+    })
+}
+
+/// Length of `$<len>\r\n`.
+fn element_header_len(len: usize) -> usize {
+    let mut digits = 1;
+    let mut n = len;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits + 3
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +123,9 @@ pub struct RequestDecoder {
     need_to: usize,
     /// Buffer length at the last call that returned `Ok(None)`.
     seen: usize,
+    /// An emptied argument vector handed back with [`RequestDecoder::recycle`], so that
+    /// decoding a pipeline allocates nothing per request.
+    spare_args: Vec<Bytes>,
 }
 
 impl RequestDecoder {
@@ -81,7 +140,25 @@ impl RequestDecoder {
             scratch: Vec::new(),
             need_to: 0,
             seen: 0,
+            spare_args: Vec::new(),
         }
+    }
+
+    /// Takes back a request that is done with, to reuse its argument vector for the next
+    /// one (vectors of huge requests are dropped rather than kept).
+    pub fn recycle(&mut self, req: Request) {
+        let mut args = req.args;
+        if args.capacity() <= KEEP_RANGES && args.capacity() > self.spare_args.capacity() {
+            args.clear();
+            self.spare_args = args;
+        }
+    }
+
+    fn take_args(&mut self) -> Vec<Bytes> {
+        let mut args = std::mem::take(&mut self.spare_args);
+        args.clear();
+        args.reserve(self.ranges.len());
+        args
     }
 
     /// `Ok(Some(req))` removes one request from the front of `buf` (split off and frozen:
@@ -223,11 +300,12 @@ impl RequestDecoder {
         }
         let raw = buf.split_to(self.pos).freeze();
         // Every range was recorded below `pos`, so the slices are in bounds.
-        let args = self
-            .ranges
-            .iter()
-            .map(|&(start, end)| raw.slice(start..end))
-            .collect();
+        let mut args = self.take_args();
+        args.extend(
+            self.ranges
+                .iter()
+                .map(|&(start, end)| raw.slice(start..end)),
+        );
         self.finish();
         Ok(Some(Request { raw, args }))
     }
@@ -271,11 +349,12 @@ impl RequestDecoder {
             out.extend_from_slice(b"\r\n");
         }
         let raw = out.freeze();
-        let args = self
-            .ranges
-            .iter()
-            .map(|&(start, end)| raw.slice(start..end))
-            .collect();
+        let mut args = self.take_args();
+        args.extend(
+            self.ranges
+                .iter()
+                .map(|&(start, end)| raw.slice(start..end)),
+        );
         self.finish();
         Ok(Some(Some(Request { raw, args })))
     }

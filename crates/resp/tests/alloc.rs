@@ -1,5 +1,6 @@
-//! Decoding a pipeline allocates exactly one `Vec` (the args) per request: the raw frame is
-//! split off the read buffer and the arguments are refcounted slices of it.
+//! Decoding a pipeline allocates exactly one `Vec` (the args) per request, and nothing when
+//! the caller hands requests back with `recycle`: the raw frame is split off the read
+//! buffer and the arguments are refcounted slices of it.
 //!
 //! A counting global allocator needs `unsafe impl GlobalAlloc`; it lives alone in this test
 //! binary so the library itself stays `forbid(unsafe_code)`.
@@ -82,4 +83,29 @@ fn one_vec_per_request() {
     assert_eq!(requests.len(), 16);
     assert_eq!(requests[15].args[1].as_ref(), b"key:000015");
     assert!(used <= 16, "{used} allocations for 16 requests");
+}
+
+#[test]
+fn nothing_per_request_when_recycled() {
+    let wire = pipeline();
+    let mut decoder = RequestDecoder::new(Limits::default());
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+
+    // Warm-up, as above.
+    buf.extend_from_slice(&wire);
+    while let Some(req) = decoder.decode(&mut buf).unwrap() {
+        decoder.recycle(req);
+    }
+
+    buf.extend_from_slice(&wire);
+    let before = allocations();
+    let mut n = 0;
+    while let Some(req) = decoder.decode(&mut buf).unwrap() {
+        assert_eq!(req.args.len(), 3);
+        decoder.recycle(req);
+        n += 1;
+    }
+    let used = allocations() - before;
+    assert_eq!(n, 16);
+    assert_eq!(used, 0, "{used} allocations for 16 recycled requests");
 }

@@ -34,6 +34,53 @@ fn decode_err(input: &[u8]) -> ProtoError {
 }
 
 #[test]
+fn arg_frames_are_the_elements_as_sent() {
+    let wire = b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$0\r\n\r\n$10\r\nkey:000001\r\n$3\r\nxyz\r\n";
+    let (reqs, _) = decode_all(wire).unwrap();
+    let req = &reqs[0];
+    assert_eq!(req.arg_frames(0, 0), Some(&b"$4\r\nMSET\r\n"[..]));
+    assert_eq!(req.arg_frames(1, 2), Some(&b"$1\r\na\r\n$0\r\n\r\n"[..]));
+    assert_eq!(
+        req.arg_frames(3, 4),
+        Some(&b"$10\r\nkey:000001\r\n$3\r\nxyz\r\n"[..])
+    );
+    assert_eq!(req.arg_frames(4, 5), None);
+    assert_eq!(req.arg_frames(5, 5), None);
+
+    // Inline commands are re-encoded canonically, so they have frames too.
+    let (reqs, _) = decode_all(b"set 'a b' c\r\n").unwrap();
+    assert_eq!(
+        reqs[0].arg_frames(1, 2),
+        Some(&b"$3\r\na b\r\n$1\r\nc\r\n"[..])
+    );
+
+    // Arguments that are not slices of `raw` (or not in order) have none.
+    let by_hand = Request {
+        raw: b(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+        args: vec![b(b"GET"), b(b"k")],
+    };
+    assert_eq!(by_hand.arg_frames(0, 1), None);
+    let swapped = Request {
+        raw: req.raw.clone(),
+        args: vec![req.args[2].clone(), req.args[1].clone()],
+    };
+    assert_eq!(swapped.arg_frames(0, 0), Some(&b"$0\r\n\r\n"[..]));
+    assert_eq!(swapped.arg_frames(0, 1), None);
+}
+
+#[test]
+fn recycled_argument_vectors_are_reused() {
+    let mut decoder = RequestDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"[..]);
+    let first = decoder.decode(&mut buf).unwrap().unwrap();
+    let ptr = first.args.as_ptr();
+    decoder.recycle(first);
+    let second = decoder.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(args(&second), [&b"GET"[..], b"k"]);
+    assert_eq!(second.args.as_ptr(), ptr);
+}
+
+#[test]
 fn multibulk_request() {
     let wire = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n";
     let (reqs, rest) = decode_all(wire).unwrap();
@@ -708,6 +755,42 @@ fn long_reply_lines_are_bounded() {
         scan_all_with(b"$9\r\n", limits).unwrap_err(),
         ProtoError::InvalidBulkLength
     );
+}
+
+#[test]
+fn array_cursor_walks_without_allocating() {
+    let reply = b"|1\r\n+a\r\n+b\r\n*3\r\n:1\r\n*2\r\n+a\r\n|1\r\n+k\r\n+v\r\n+b\r\n$-1\r\n";
+    let mut c = ArrayCursor::new(reply).unwrap();
+    assert_eq!(c.remaining(), 3);
+    let mut seen = Vec::new();
+    while let Some(r) = c.next_element(reply) {
+        seen.push(&reply[r]);
+    }
+    assert_eq!(
+        seen,
+        [
+            &b":1\r\n"[..],
+            b"*2\r\n+a\r\n|1\r\n+k\r\n+v\r\n+b\r\n",
+            b"$-1\r\n"
+        ]
+    );
+    assert!(c.at_end(reply));
+    assert_eq!(c.next_element(reply), None);
+
+    for not_array in [
+        &b"*-1\r\n"[..],
+        b"+OK\r\n",
+        b"%1\r\n:1\r\n:2\r\n",
+        b"*x\r\n",
+    ] {
+        assert!(ArrayCursor::new(not_array).is_none(), "{not_array:?}");
+    }
+    // Fewer elements than announced: the walk stops, and is not at the end.
+    let short = b"*2\r\n:1\r\n";
+    let mut c = ArrayCursor::new(short).unwrap();
+    assert!(c.next_element(short).is_some());
+    assert_eq!(c.next_element(short), None);
+    assert!(!c.at_end(short));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use checks::{decode_requests, scan_replies, End};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shardis_resp::{encode_command, Frame, Limits, Protocol};
+use shardis_resp::{encode_command, write_bulk, Frame, Limits, Protocol};
 
 const CHUNKINGS: [Option<usize>; 3] = [None, Some(1), Some(7)];
 
@@ -247,6 +247,21 @@ fn random_requests_in_random_chunks() {
                 .map(|r| (r.args.iter().map(|a| a.to_vec()).collect(), r.raw.to_vec()))
                 .collect();
             assert_eq!(got, expected, "seed {seed} {chunking:?}");
+            for r in &requests {
+                // Every run of arguments copies out as its canonical encoding.
+                let n = r.args.len();
+                for (first, last) in [(0, n - 1), (n / 2, n - 1), (0, n / 2)] {
+                    let mut canonical = BytesMut::new();
+                    for a in &r.args[first..=last] {
+                        write_bulk(&mut canonical, a);
+                    }
+                    assert_eq!(
+                        r.arg_frames(first, last),
+                        Some(&canonical[..]),
+                        "seed {seed} {chunking:?}"
+                    );
+                }
+            }
         }
         checks::check_requests(&stream[..stream.len().min(4096)]);
     }
