@@ -80,9 +80,13 @@ pub struct Live {
     base_bytes: u64,
     base_active_ms: u64,
     started: Instant,
-    /// Big keys per source group, found once per run before its first wave.
-    big_keys: Mutex<HashMap<GroupId, Vec<Vec<u8>>>>,
+    /// Big keys of the next wave, found by the scan of the wave before it.
+    big_keys: Mutex<Option<Lookahead>>,
 }
+
+/// What a wave's scan found for the next wave: its source group, its
+/// slots, their big keys.
+type Lookahead = (GroupId, Vec<usize>, Vec<Vec<u8>>);
 
 impl Live {
     fn keys(&self) -> u64 {
@@ -736,7 +740,7 @@ async fn run_one(state: &Arc<AppState>, id: MigrationId) -> Result<(), AppError>
         base_bytes: m.bytes_moved,
         base_active_ms: m.active_ms,
         started: Instant::now(),
-        big_keys: Mutex::new(HashMap::new()),
+        big_keys: Mutex::new(None),
     });
     state.migrations.live.lock().insert(id, live.clone());
     tracing::info!(id, slots = %m.slot_text(), to = m.to_group, "migration running");
@@ -858,7 +862,12 @@ async fn drive(state: &Arc<AppState>, id: MigrationId, live: &Live) -> Result<()
             } else {
                 Phase::Barrier
             };
-            run_wave(state, &m, live, source, slots, phase).await?;
+            let next: Vec<usize> = s
+                .todo
+                .get(&source)
+                .map(|t| t.iter().copied().take(m.wave_size).collect())
+                .unwrap_or_default();
+            run_wave(state, &m, live, source, slots, &next, phase).await?;
             continue;
         }
         if !s.odd.is_empty() {
@@ -902,8 +911,14 @@ async fn drive(state: &Arc<AppState>, id: MigrationId, live: &Live) -> Result<()
         let Some((source, slots)) = s.todo.into_iter().next() else {
             continue;
         };
-        let wave: Vec<usize> = slots.into_iter().take(m.wave_size).collect();
-        run_wave(state, &m, live, source, wave, Phase::Hold).await?;
+        let wave: Vec<usize> = slots.iter().copied().take(m.wave_size).collect();
+        let next: Vec<usize> = slots
+            .iter()
+            .copied()
+            .skip(m.wave_size)
+            .take(m.wave_size)
+            .collect();
+        run_wave(state, &m, live, source, wave, &next, Phase::Hold).await?;
     }
 }
 
@@ -1022,12 +1037,17 @@ async fn switch_slots(
     Ok(t)
 }
 
+/// Runs one wave of `slots` from `source` to the migration's target, from
+/// `phase` on; `next` is the wave that will follow from the same source
+/// (its big keys are looked for during this wave's scan).
+#[allow(clippy::too_many_arguments)]
 async fn run_wave(
     state: &Arc<AppState>,
     m: &Migration,
     live: &Live,
     source: GroupId,
     slots: Vec<usize>,
+    next: &[usize],
     mut phase: Phase,
 ) -> Result<(), AppError> {
     let id = m.id;
@@ -1055,7 +1075,7 @@ async fn run_wave(
 
     if phase == Phase::Hold {
         // Big keys first, each copied in chunks while only its slot is held.
-        let big = big_keys_of(state, m, live, source, &slots).await?;
+        let big = big_keys_of(state, m.id, live, source, &slots).await?;
         if !big.is_empty() {
             let mut big_slots: Vec<usize> = big
                 .iter()
@@ -1166,6 +1186,7 @@ async fn run_wave(
 
     let mut wave = mover::Wave::new(source_master.clone(), target_master.clone(), &slots);
     wave.safe = m.safe;
+    wave.look_ahead(next);
     wave.target_replicas = t
         .groups
         .get(&to)
@@ -1184,7 +1205,7 @@ async fn run_wave(
         )
         .await
         {
-            Ok(Outcome::Done { big }) => {
+            Ok(Outcome::Done { big, ahead }) => {
                 tracing::info!(
                     id,
                     slots = %text,
@@ -1192,6 +1213,9 @@ async fn run_wave(
                     big_keys = big.len(),
                     "wave moved"
                 );
+                if !next.is_empty() {
+                    *live.big_keys.lock() = Some((source, next.to_vec(), ahead));
+                }
                 for key in big {
                     move_big_key(state, id, live, &wave, source, to, &key).await?;
                 }
@@ -1344,42 +1368,39 @@ async fn finish_roll_back(
     Ok(())
 }
 
-/// The big keys of `slots` at `source` (one scan per source and run, before
-/// its first wave).
+/// The big keys of a wave's slots on its source, before the wave starts:
+/// what the previous wave's scan found for them (see [`mover::Wave::lookahead`]),
+/// or else one scan of the source now.
 async fn big_keys_of(
     state: &AppState,
-    m: &Migration,
+    id: MigrationId,
     live: &Live,
     source: GroupId,
     slots: &[usize],
 ) -> Result<Vec<Vec<u8>>, AppError> {
-    let known = live.big_keys.lock().get(&source).cloned();
-    let all = match known {
-        Some(all) => all,
-        None => {
-            let t = state.load().await?;
-            let master = master_of(&t, source)?;
-            let mut set = vec![false; SLOT_COUNT];
-            for &s in &m.slots {
-                if t.slot(s) == (SlotState::Normal { group: source }) {
-                    if let Some(c) = set.get_mut(s) {
-                        *c = true;
-                    }
-                }
-            }
-            let found = mover::find_big_keys(&state.servers, &master, &set).await?;
-            if !found.is_empty() {
-                tracing::info!(id = m.id, source, count = found.len(), "big keys found");
-            }
-            live.big_keys.lock().insert(source, found.clone());
-            found
+    let known = live.big_keys.lock().take();
+    if let Some((group, ahead, keys)) = known {
+        let covered: BTreeSet<usize> = ahead.into_iter().collect();
+        if group == source && slots.iter().all(|s| covered.contains(s)) {
+            let wanted: BTreeSet<usize> = slots.iter().copied().collect();
+            return Ok(keys
+                .into_iter()
+                .filter(|k| wanted.contains(&usize::from(shardis_topology::slot_of(k))))
+                .collect());
         }
-    };
-    let wanted: BTreeSet<usize> = slots.iter().copied().collect();
-    Ok(all
-        .into_iter()
-        .filter(|k| wanted.contains(&usize::from(shardis_topology::slot_of(k))))
-        .collect())
+    }
+    let t = state.load().await?;
+    let master = master_of(&t, source)?;
+    let started = Instant::now();
+    let found = mover::find_big_keys(&state.servers, &master, &mover::slot_set(slots)).await?;
+    tracing::info!(
+        id,
+        source,
+        count = found.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "looked for big keys"
+    );
+    Ok(found)
 }
 
 /// Moves one big key while only its slot is held: `migrating` → `held`,

@@ -40,11 +40,17 @@ use crate::servers::{split_addr, Servers};
 
 /// Keys per `SCAN` call: small enough that one call never stalls the source.
 const SCAN_COUNT: usize = 1000;
-/// Bounds of one `MIGRATE` batch: both servers are blocked while it runs.
-const BATCH_KEYS: usize = 1000;
-const BATCH_BYTES: u64 = 4 << 20;
-/// Batches in flight on the source connection.
-const IN_FLIGHT: usize = 4;
+/// Bounds of one `MIGRATE` batch: both servers are blocked while it runs,
+/// so a request of a client that arrives meanwhile waits for it. 200 keys
+/// of 100 bytes take 2–4 ms on the source; larger batches do not move more
+/// keys per second (the source reads the target's replies one by one either
+/// way) but make those waits longer (`bench/migrate.sh`).
+const BATCH_KEYS: usize = 200;
+const BATCH_BYTES: u64 = 1 << 20;
+/// Batches in flight on the source connection: two, so that the source has
+/// the next batch at hand when one ends, and a client's request queues
+/// behind at most one.
+const IN_FLIGHT: usize = 2;
 /// `MIGRATE`'s own per-I/O timeout (ms).
 const MIGRATE_TIMEOUT_MS: u64 = 10_000;
 /// How long a reply of the source may take (a queue of batches included).
@@ -84,32 +90,41 @@ pub struct Wave {
     /// Leave big keys to [`copy_big_key`] (forward moves); a roll-back
     /// moves them with `MIGRATE` like the rest.
     pub defer_big: bool,
+    /// The slots of the next wave from the same source (may be all
+    /// `false`): while its scan walks the whole keyspace anyway, the mover
+    /// also looks for their big keys, so the next wave needs no scan of its
+    /// own before it starts.
+    pub lookahead: Vec<bool>,
 }
 
 impl Wave {
     pub fn new(source: String, target: String, slots: &[usize]) -> Wave {
-        let mut set = vec![false; SLOT_COUNT];
-        for &s in slots {
-            if let Some(cell) = set.get_mut(s) {
-                *cell = true;
-            }
-        }
         Wave {
             source,
             target,
             target_replicas: Vec::new(),
-            slots: set,
+            slots: slot_set(slots),
             safe: false,
             defer_big: true,
+            lookahead: Vec::new(),
         }
     }
 
-    fn contains(&self, key: &[u8]) -> bool {
-        self.slots
-            .get(usize::from(slot_of(key)))
-            .copied()
-            .unwrap_or(false)
+    /// Sets the slots of the next wave (see [`Wave::lookahead`]).
+    pub fn look_ahead(&mut self, slots: &[usize]) {
+        self.lookahead = slot_set(slots);
     }
+}
+
+/// `set[s]`: slot `s` is one of `slots`.
+pub fn slot_set(slots: &[usize]) -> Vec<bool> {
+    let mut set = vec![false; SLOT_COUNT];
+    for &s in slots {
+        if let Some(cell) = set.get_mut(s) {
+            *cell = true;
+        }
+    }
+    set
 }
 
 /// Keys at least this big (by `MEMORY USAGE`) are not moved by `MIGRATE`,
@@ -122,8 +137,12 @@ pub const BIG_KEY_BYTES: u64 = 8 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A full scan moved every key of the wave except the big keys listed,
-    /// which are left on the source for [`copy_big_key`].
-    Done { big: Vec<Vec<u8>> },
+    /// which are left on the source for [`copy_big_key`]. `ahead`: the big
+    /// keys of the lookahead slots, as that scan saw them.
+    Done {
+        big: Vec<Vec<u8>>,
+        ahead: Vec<Vec<u8>>,
+    },
     /// Paused by the operator half-way (the slots stay `migrating`).
     Paused,
 }
@@ -201,6 +220,7 @@ pub async fn move_wave(
     // Keys seen in this scan (SCAN may return a key twice).
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut big: Vec<Vec<u8>> = Vec::new();
+    let mut ahead: Vec<Vec<u8>> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
         if control.paused.load(Ordering::Relaxed) {
@@ -215,10 +235,21 @@ pub async fn move_wave(
             .query_async(&mut scan_conn)
             .await
             .map_err(|e| server_error(&wave.source, "SCAN", e))?;
-        let mine: Vec<Vec<u8>> = keys
-            .into_iter()
-            .filter(|k| wave.contains(k) && seen.insert(k.clone()))
-            .collect();
+        let mut mine: Vec<Vec<u8>> = Vec::new();
+        let mut upcoming: Vec<Vec<u8>> = Vec::new();
+        for key in keys {
+            let slot = usize::from(slot_of(&key));
+            if wave.slots.get(slot).copied().unwrap_or(false) {
+                if seen.insert(key.clone()) {
+                    mine.push(key);
+                }
+            } else if wave.lookahead.get(slot).copied().unwrap_or(false) {
+                upcoming.push(key);
+            }
+        }
+        if !upcoming.is_empty() {
+            ahead.extend(big_ones(&mut scan_conn, &wave.source, &upcoming).await?);
+        }
         if !mine.is_empty() {
             let sizes = sizes(&mut scan_conn, &wave.source, &mine).await?;
             for (key, size) in mine.into_iter().zip(sizes) {
@@ -269,7 +300,9 @@ pub async fn move_wave(
         .await?;
     }
     drain(&mut running).await?;
-    Ok(Outcome::Done { big })
+    ahead.sort();
+    ahead.dedup();
+    Ok(Outcome::Done { big, ahead })
 }
 
 /// Starts one batch once the rate limit and the in-flight bound allow it.
@@ -768,6 +801,27 @@ end
 return out
 ";
 
+/// Which of `keys` are big (and can be copied in chunks): sized on the
+/// server, one round trip.
+async fn big_ones(
+    conn: &mut MultiplexedConnection,
+    addr: &str,
+    keys: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>, AppError> {
+    let found: Vec<Vec<u8>> = redis::cmd("EVAL")
+        .arg(BIG_KEYS_SCRIPT)
+        .arg(keys.len())
+        .arg(keys)
+        .arg(BIG_KEY_BYTES)
+        .query_async(conn)
+        .await
+        .map_err(|e| server_error(addr, "EVAL (big key sizes)", e))?;
+    Ok(found
+        .into_iter()
+        .filter(|k| tmp_name(k).is_some())
+        .collect())
+}
+
 /// The big keys (see [`BIG_KEY_BYTES`]) of `slots` on the source: found
 /// before a wave starts, so that they are copied in chunks while only their
 /// slot is held, before any proxy could move them with one blocking
@@ -793,15 +847,7 @@ pub async fn find_big_keys(
             .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
             .collect();
         if !mine.is_empty() {
-            let found: Vec<Vec<u8>> = redis::cmd("EVAL")
-                .arg(BIG_KEYS_SCRIPT)
-                .arg(mine.len())
-                .arg(&mine)
-                .arg(BIG_KEY_BYTES)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| server_error(addr, "EVAL (big key sizes)", e))?;
-            big.extend(found.into_iter().filter(|k| tmp_name(k).is_some()));
+            big.extend(big_ones(&mut conn, addr, &mine).await?);
         }
         cursor = next;
         if cursor == 0 {
