@@ -247,11 +247,10 @@ pub async fn move_wave(
                 upcoming.push(key);
             }
         }
-        if !upcoming.is_empty() {
-            ahead.extend(big_ones(&mut scan_conn, &wave.source, &upcoming).await?);
-        }
-        if !mine.is_empty() {
-            let sizes = sizes(&mut scan_conn, &wave.source, &mine).await?;
+        if !mine.is_empty() || !upcoming.is_empty() {
+            let (sizes, next_big) =
+                page_sizes(&mut scan_conn, &wave.source, &mine, &upcoming).await?;
+            ahead.extend(next_big);
             for (key, size) in mine.into_iter().zip(sizes) {
                 // `None`: gone since the scan saw it (moved on access, expired).
                 let Some(size) = size else { continue };
@@ -372,19 +371,58 @@ async fn drain(running: &mut JoinSet<Result<(), AppError>>) -> Result<(), AppErr
     first
 }
 
-/// `MEMORY USAGE` of each key, pipelined (`None`: the key is gone).
-async fn sizes(
+/// Sizes a `SCAN` page's keys server-side, in one round trip: `MEMORY
+/// USAGE` of each of the wave's keys (`nil`: gone), then the indexes of the
+/// next wave's keys that are big (see [`Wave::lookahead`]).
+const PAGE_SCRIPT: &str = r"
+local mine = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local sizes = {}
+local big = {}
+for i, k in ipairs(KEYS) do
+  local n = redis.call('MEMORY', 'USAGE', k)
+  if i <= mine then
+    sizes[i] = n or -1
+  elseif n and n >= limit then
+    big[#big + 1] = i - mine - 1
+  end
+end
+return {sizes, big}
+";
+
+/// What [`PAGE_SCRIPT`] says of `mine` (each key's size, `None`: gone)
+/// and of `upcoming` (the big ones).
+async fn page_sizes(
     conn: &mut MultiplexedConnection,
     addr: &str,
-    keys: &[Vec<u8>],
-) -> Result<Vec<Option<u64>>, AppError> {
-    let mut pipe = redis::pipe();
-    for key in keys {
-        pipe.cmd("MEMORY").arg("USAGE").arg(key);
-    }
-    pipe.query_async(conn)
+    mine: &[Vec<u8>],
+    upcoming: &[Vec<u8>],
+) -> Result<(Vec<Option<u64>>, Vec<Vec<u8>>), AppError> {
+    let (sizes, big): (Vec<i64>, Vec<usize>) = redis::cmd("EVAL")
+        .arg(PAGE_SCRIPT)
+        .arg(mine.len() + upcoming.len())
+        .arg(mine)
+        .arg(upcoming)
+        .arg(mine.len())
+        .arg(BIG_KEY_BYTES)
+        .query_async(conn)
         .await
-        .map_err(|e| server_error(addr, "MEMORY USAGE", e))
+        .map_err(|e| server_error(addr, "EVAL (sizes)", e))?;
+    if sizes.len() != mine.len() {
+        return Err(AppError::Server(format!(
+            "Redis server {addr} sized {} keys of {}",
+            sizes.len(),
+            mine.len()
+        )));
+    }
+    let sizes = sizes.into_iter().map(|n| u64::try_from(n).ok()).collect();
+    let big = big
+        .into_iter()
+        .filter_map(|i| upcoming.get(i))
+        .filter(|k| tmp_name(k).is_some())
+        .cloned()
+        .collect();
+    Ok((sizes, big))
 }
 
 fn server_error(addr: &str, what: &str, e: redis::RedisError) -> AppError {
