@@ -593,6 +593,39 @@ async fn query<T: redis::FromRedisValue>(
         .map_err(|e| server_error(addr, what, e))
 }
 
+/// The target's side of a chunked copy: one write in flight while the next
+/// chunk is read from the source; each write waits for the one before, so
+/// they apply in order.
+struct ChunkWriter {
+    conn: MultiplexedConnection,
+    addr: String,
+    in_flight: Option<tokio::task::JoinHandle<Result<(), AppError>>>,
+}
+
+impl ChunkWriter {
+    async fn send(&mut self, cmd: redis::Cmd, what: &'static str) -> Result<(), AppError> {
+        self.finish().await?;
+        let mut conn = self.conn.clone();
+        let addr = self.addr.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            cmd.query_async::<Value>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| server_error(&addr, what, e))
+        }));
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), AppError> {
+        match self.in_flight.take() {
+            Some(write) => write
+                .await
+                .map_err(|e| AppError::Internal(format!("a chunk write task failed: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
 /// Copies one big key from the source to the target in small chunks, then
 /// swaps it in on the target (`RENAME`, with the remaining TTL) and deletes
 /// it on the source (`UNLINK`, freed in the background). The caller holds
@@ -636,6 +669,12 @@ pub async fn copy_big_key(
         query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
         return Ok(0);
     }
+    // Each chunk is written to the target while the next is read.
+    let mut writer = ChunkWriter {
+        conn: dst.clone(),
+        addr: d_addr.to_string(),
+        in_flight: None,
+    };
     match kind.as_str() {
         "hash" | "set" | "zset" => {
             let (scan, write) = match kind.as_str() {
@@ -670,7 +709,7 @@ pub async fn copy_big_key(
                     } else {
                         cmd.arg(&items);
                     }
-                    query::<Value>(&mut dst, d_addr, &cmd, write).await?;
+                    writer.send(cmd, write).await?;
                 }
                 cursor = next;
                 if cursor == 0 {
@@ -696,13 +735,9 @@ pub async fn copy_big_key(
                     break;
                 }
                 at += items.len() as i64;
-                query::<Value>(
-                    &mut dst,
-                    d_addr,
-                    redis::cmd("RPUSH").arg(&tmp).arg(&items),
-                    "RPUSH",
-                )
-                .await?;
+                let mut cmd = redis::cmd("RPUSH");
+                cmd.arg(&tmp).arg(&items);
+                writer.send(cmd, "RPUSH").await?;
             }
         }
         "string" => {
@@ -723,13 +758,9 @@ pub async fn copy_big_key(
                     break;
                 }
                 at += part.len();
-                query::<Value>(
-                    &mut dst,
-                    d_addr,
-                    redis::cmd("APPEND").arg(&tmp).arg(&part),
-                    "APPEND",
-                )
-                .await?;
+                let mut cmd = redis::cmd("APPEND");
+                cmd.arg(&tmp).arg(&part);
+                writer.send(cmd, "APPEND").await?;
             }
         }
         _ => {
@@ -741,6 +772,7 @@ pub async fn copy_big_key(
             return Ok(size.unwrap_or(0));
         }
     }
+    writer.finish().await?;
     // Swap it in with what is left of its TTL, unless it expired meanwhile.
     let left = if pttl >= 0 {
         let left = pttl - started.elapsed().as_millis() as i64;
