@@ -544,6 +544,7 @@ configure_topology() {
   doc=$(etcdctl_ get --print-value-only "$KEY_TOPOLOGY") || die "cannot read $KEY_TOPOLOGY from etcd"
   if topology_complete "$doc"; then
     say "the topology in etcd already covers every server and slot (version $(etcdctl_ get --print-value-only "$KEY_VERSION")): left as it is"
+    follow_topology_roles "$doc"
     return 0
   fi
   [ -z "$doc" ] || say "the topology in etcd does not match this layout: replacing it"
@@ -555,6 +556,35 @@ configure_topology() {
     say "note: the dashboard (shardis-dashboard) is not built yet; the slots go straight into etcd"
     write_topology_etcd
   fi
+}
+
+# A kept topology may name another master than this layout's (a promotion
+# since): the servers, started in the layout's roles, follow the topology's
+# (each group's first server is its master), so the master it names takes
+# writes.
+follow_topology_roles() {
+  local doc=$1 list master addr p
+  while read -r list; do
+    list=${list#*[}
+    list=${list%]*}
+    list=${list//\"/}
+    IFS=, read -r -a addrs <<<"$list"
+    master=${addrs[0]:-}
+    [ -n "$master" ] || continue
+    for addr in "${addrs[@]}"; do
+      p=${addr##*:}
+      [ "${addr%:*}" = "$HOST" ] && [ -n "${GROUP_OF[$p]:-}" ] || continue
+      if [ "$addr" = "$master" ]; then
+        if [ -n "${MASTER_OF[$p]:-}" ]; then
+          say "$addr is its group's master in the topology: REPLICAOF NO ONE"
+          redis-cli -h "$HOST" -p "$p" replicaof no one >/dev/null
+        fi
+      elif [ "${MASTER_OF[$p]:-}" != "${master##*:}" ]; then
+        say "$addr replicates ${master} as the topology says"
+        redis-cli -h "$HOST" -p "$p" replicaof "${master%:*}" "${master##*:}" >/dev/null
+      fi
+    done
+  done < <(grep -o '"servers":\[[^]]*\]' <<<"$doc")
 }
 
 # --------------------------------------------------------------------- commands
