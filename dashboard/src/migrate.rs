@@ -283,6 +283,29 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// The server the topology names as `whose` master answers and really is a
+/// master: a replica there would refuse every moved key (`READONLY`).
+async fn ensure_master(state: &AppState, addr: &str, whose: &str) -> Result<(), AppError> {
+    let r = state
+        .servers
+        .replication(addr)
+        .await
+        .map_err(|e| e.context(format_args!("{whose}'s master")))?;
+    if r.role == "master" {
+        return Ok(());
+    }
+    Err(AppError::Conflict(format!(
+        "{whose}'s master {addr} is a {} (of {}) on the server itself: it cannot take writes; \
+         promote it or fix the group's servers before moving slots",
+        if r.role == "slave" {
+            "replica"
+        } else {
+            r.role.as_str()
+        },
+        r.master.as_deref().unwrap_or("an unknown master")
+    )))
+}
+
 /// Validates a request against the topology and the servers, without saving.
 /// The slots that will move, and what the checks found worth reporting.
 async fn preflight(
@@ -371,6 +394,7 @@ async fn preflight(
                     "source group {group} has no master: its slots cannot be moved"
                 ))
             })?;
+        ensure_master(state, master, &format!("source group {group}")).await?;
         let info = state
             .servers
             .info(master, "memory")
@@ -385,6 +409,7 @@ async fn preflight(
         let owned = t.slots.iter().filter(|s| s.owner() == Some(*group)).count();
         estimate += used * group_slots.len() as u64 / owned.max(1) as u64;
     }
+    ensure_master(state, &target_master, &format!("target group {to}")).await?;
     let info = state
         .servers
         .info(&target_master, "memory")

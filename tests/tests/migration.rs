@@ -586,6 +586,26 @@ fn a_target_holding_keys_of_a_moving_slot_is_refused_before_anything_moves() {
     );
     assert_eq!(s.stored().version, version, "nothing may change");
     assert!(c.migrations().unwrap().is_empty());
+    // A target "master" that is a replica on the server itself.
+    let source: &RedisServer = &s.servers(1)[0];
+    let port = source.port().to_string();
+    target.cmd(&["REPLICAOF", "127.0.0.1", port.as_str()]);
+    assert_api_error(
+        c.create_migration(&CreateMigration {
+            slots: "100-200".into(),
+            to_group: 2,
+            wave_size: None,
+            keys_per_sec: None,
+            bytes_per_sec: None,
+            safe: None,
+        }),
+        409,
+        "is a replica",
+    );
+    target.cmd(&["REPLICAOF", "NO", "ONE"]);
+    // The replica's full sync emptied it; the stray key comes back.
+    target.cmd(&["SET", stray.as_str(), "x"]);
+    assert_eq!(s.stored().version, version, "nothing may change");
     // Bad requests.
     assert_api_error(
         c.create_migration(&CreateMigration {
