@@ -291,7 +291,7 @@ async fn ensure_master(state: &AppState, addr: &str, whose: &str) -> Result<(), 
         .replication(addr)
         .await
         .map_err(|e| e.context(format_args!("{whose}'s master")))?;
-    if r.role == "master" {
+    if r.is_master() {
         return Ok(());
     }
     Err(AppError::Conflict(format!(

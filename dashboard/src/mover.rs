@@ -608,10 +608,9 @@ impl ChunkWriter {
         let mut conn = self.conn.clone();
         let addr = self.addr.clone();
         self.in_flight = Some(tokio::spawn(async move {
-            cmd.query_async::<Value>(&mut conn)
+            query::<Value>(&mut conn, &addr, &cmd, what)
                 .await
                 .map(|_| ())
-                .map_err(|e| server_error(&addr, what, e))
         }));
         Ok(())
     }
@@ -859,39 +858,6 @@ pub async fn drop_stale_copies(
     }
 }
 
-/// Sizes keys server-side and returns only the big ones: one round trip
-/// per `SCAN` page instead of one `MEMORY USAGE` answer per key.
-const BIG_KEYS_SCRIPT: &str = r"
-local out = {}
-local limit = tonumber(ARGV[1])
-for _, k in ipairs(KEYS) do
-  local n = redis.call('MEMORY', 'USAGE', k)
-  if n and n >= limit then out[#out + 1] = k end
-end
-return out
-";
-
-/// Which of `keys` are big (and can be copied in chunks): sized on the
-/// server, one round trip.
-async fn big_ones(
-    conn: &mut MultiplexedConnection,
-    addr: &str,
-    keys: &[Vec<u8>],
-) -> Result<Vec<Vec<u8>>, AppError> {
-    let found: Vec<Vec<u8>> = redis::cmd("EVAL")
-        .arg(BIG_KEYS_SCRIPT)
-        .arg(keys.len())
-        .arg(keys)
-        .arg(BIG_KEY_BYTES)
-        .query_async(conn)
-        .await
-        .map_err(|e| server_error(addr, "EVAL (big key sizes)", e))?;
-    Ok(found
-        .into_iter()
-        .filter(|k| tmp_name(k).is_some())
-        .collect())
-}
-
 /// The big keys (see [`BIG_KEY_BYTES`]) of `slots` on the source: found
 /// before a wave starts, so that they are copied in chunks while only their
 /// slot is held, before any proxy could move them with one blocking
@@ -917,7 +883,8 @@ pub async fn find_big_keys(
             .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
             .collect();
         if !mine.is_empty() {
-            big.extend(big_ones(&mut conn, addr, &mine).await?);
+            let (_, found) = page_sizes(&mut conn, addr, &[], &mine).await?;
+            big.extend(found);
         }
         cursor = next;
         if cursor == 0 {

@@ -262,6 +262,18 @@ fn migrate(c: &Client, slots: &str, to: GroupId, wave_size: usize) -> MigrationV
     .unwrap_or_else(|e| panic!("start migration of {slots} to {to}: {e}"))
 }
 
+/// A request with every option left to its default.
+fn plain(slots: &str, to: GroupId) -> CreateMigration {
+    CreateMigration {
+        slots: slots.into(),
+        to_group: to,
+        wave_size: None,
+        keys_per_sec: None,
+        bytes_per_sec: None,
+        safe: None,
+    }
+}
+
 /// Polls until `done(m)` or the time is up (then panics with the state).
 fn wait_for(
     c: &Client,
@@ -572,18 +584,7 @@ fn a_target_holding_keys_of_a_moving_slot_is_refused_before_anything_moves() {
     let target: &RedisServer = &s.servers(2)[0];
     target.cmd(&["SET", stray.as_str(), "x"]);
     let version = s.stored().version;
-    assert_api_error(
-        c.create_migration(&CreateMigration {
-            slots: "0-100".into(),
-            to_group: 2,
-            wave_size: None,
-            keys_per_sec: None,
-            bytes_per_sec: None,
-            safe: None,
-        }),
-        409,
-        &stray,
-    );
+    assert_api_error(c.create_migration(&plain("0-100", 2)), 409, &stray);
     assert_eq!(s.stored().version, version, "nothing may change");
     assert!(c.migrations().unwrap().is_empty());
     // A target "master" that is a replica on the server itself.
@@ -591,14 +592,7 @@ fn a_target_holding_keys_of_a_moving_slot_is_refused_before_anything_moves() {
     let port = source.port().to_string();
     target.cmd(&["REPLICAOF", "127.0.0.1", port.as_str()]);
     assert_api_error(
-        c.create_migration(&CreateMigration {
-            slots: "100-200".into(),
-            to_group: 2,
-            wave_size: None,
-            keys_per_sec: None,
-            bytes_per_sec: None,
-            safe: None,
-        }),
+        c.create_migration(&plain("100-200", 2)),
         409,
         "is a replica",
     );
@@ -608,26 +602,12 @@ fn a_target_holding_keys_of_a_moving_slot_is_refused_before_anything_moves() {
     assert_eq!(s.stored().version, version, "nothing may change");
     // Bad requests.
     assert_api_error(
-        c.create_migration(&CreateMigration {
-            slots: "0-100".into(),
-            to_group: 9,
-            wave_size: None,
-            keys_per_sec: None,
-            bytes_per_sec: None,
-            safe: None,
-        }),
+        c.create_migration(&plain("0-100", 9)),
         404,
         "unknown group 9",
     );
     assert_api_error(
-        c.create_migration(&CreateMigration {
-            slots: "600-700".into(),
-            to_group: 2,
-            wave_size: None,
-            keys_per_sec: None,
-            bytes_per_sec: None,
-            safe: None,
-        }),
+        c.create_migration(&plain("600-700", 2)),
         409,
         "nothing to move",
     );
