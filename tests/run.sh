@@ -15,7 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
-# The web UI's browser test (tests/tests/ui_browser.rs) leaves its
+# The web UI's browser test (tests/tests/it/ui_browser.rs) leaves its
 # screenshots here; say where, whatever the outcome.
 screenshots="${CARGO_TARGET_DIR:-target}/ui-screenshots"
 case "$screenshots" in /*) ;; *) screenshots="$PWD/$screenshots" ;; esac
@@ -28,8 +28,11 @@ report_screenshots() {
 }
 trap report_screenshots EXIT
 
-# Integration tests run the real binaries: build them first.
-cargo build --workspace --bins
+# Integration tests run the real binaries: build them first, together with
+# the test targets, so that both share one feature resolution (a bins-only
+# build resolves features without dev-dependencies and compiles tokio and
+# everything above it twice).
+cargo build --workspace --all-targets
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -4,7 +4,7 @@
 //!
 //! Servers in these topologies are addresses nobody listens on (port 1 and
 //! friends), so calls that must reach Redis fail fast with 502; the Redis side
-//! is covered by the integration tests in `tests/tests/control_*.rs`.
+//! is covered by the integration tests in `tests/tests/it/control_*.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;

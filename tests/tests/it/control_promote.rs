@@ -2,15 +2,13 @@
 //! under a write load through two proxies loses no acknowledged write; a
 //! promotion with a dead master is a failover that says writes may be lost.
 
-mod control_common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use control_common::{assert_api_error, keys_in, setup};
+use crate::control_common::{assert_api_error, keys_in, setup};
 
 /// What one writer got acknowledged.
 #[derive(Default)]

@@ -3,12 +3,10 @@
 //! stopped (SIGSTOP) proxy holds a barrier up, is named as lagging, and makes
 //! a promotion abort cleanly, until it runs again.
 
-mod control_common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use control_common::{api_error, assert_api_error, setup};
+use crate::control_common::{api_error, assert_api_error, setup};
 use shardis_dashboard::api::Role;
 use shardis_dashboard::client::ClientError;
 use shardis_tests::dashboard::DashboardProcess;

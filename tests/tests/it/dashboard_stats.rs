@@ -4,13 +4,11 @@
 //! Prometheus parsers) show it, and so do `shardis stats` and
 //! `shardis slowlog`. A proxy that stops answering is listed with the reason.
 
-mod control_common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control_common::setup;
+use crate::control_common::setup;
 use shardis_dashboard::api::ClusterStats;
 use shardis_tests::{http_get, poll_until, Metrics, RespConn};
 

@@ -3,11 +3,9 @@
 //! replicate, assigned slots really route, and every refused call answers a
 //! clear JSON error and leaves the stored topology exactly as it was.
 
-mod control_common;
-
 use std::time::{Duration, Instant};
 
-use control_common::{api_error, assert_api_error, keys_in, setup};
+use crate::control_common::{api_error, assert_api_error, keys_in, setup};
 use shardis_tests::RedisServer;
 
 /// A write to the master is readable on the replica the API attached.
@@ -239,7 +237,7 @@ fn shardis_status_prints_groups_slots_servers_and_proxies() {
 fn password_protected_servers_replicate_with_the_dashboards_credentials() {
     const PASSWORD: &str = "backend-secret-6d1f";
     let etcd = shardis_tests::EtcdServer::start();
-    let cluster = control_common::cluster_name();
+    let cluster = crate::control_common::cluster_name();
     let dash = shardis_tests::dashboard::DashboardProcess::builder(&etcd.endpoint(), &cluster)
         .backend_password(PASSWORD)
         .start();

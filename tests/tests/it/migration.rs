@@ -5,15 +5,13 @@
 //! mid-migration (a standby resumes it), when a proxy is SIGKILLed, and
 //! when a proxy is frozen past its lease during the hold barrier.
 
-mod control_common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use control_common::{assert_api_error, setup, Setup};
+use crate::control_common::{assert_api_error, setup, Setup};
 use shardis_dashboard::api::{CreateMigration, MigrationView, SetRate};
 use shardis_dashboard::client::Client;
 use shardis_tests::dashboard::DashboardProcess;

@@ -1,7 +1,7 @@
 //! Shared setup of the control-plane tests (`control_*.rs`): etcd, groups of
 //! redis-servers built *through the dashboard's API*, proxies, and a look at
 //! the raw topology in etcd to show what a refused change left behind.
-#![allow(dead_code)] // each test file uses a different part
+#![allow(dead_code)] // each test module uses a different part
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

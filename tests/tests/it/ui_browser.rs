@@ -11,15 +11,13 @@
 //! `tests/run.sh`). Needs node, `npm ci --prefix tests/browser` and
 //! `/usr/bin/chromium` (`CHROMIUM` overrides): `.ci/run` installs them.
 
-mod control_common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control_common::setup;
+use crate::control_common::setup;
 use shardis_tests::RespConn;
 
 const TOKEN: &str = "ui-test-token-0123456789abcdef";
