@@ -217,15 +217,17 @@ build_proxy() {
 }
 
 # start_proxy [extra args...]; sets PROXY_PORT, PROXY_ADMIN_PORT, PROXY_PID.
+# Its log goes to $WORK_DIR/$PROXY_LOG_NAME [proxy.log].
 start_proxy() {
     PROXY_PORT=$(free_port)
     PROXY_ADMIN_PORT=$(free_port)
+    local proxy_log=$WORK_DIR/${PROXY_LOG_NAME:-proxy.log}
     # shellcheck disable=SC2086
     taskset -c "$SERVER_CPU" "$PROXY_BIN" \
         --listen "127.0.0.1:$PROXY_PORT" \
         --admin-listen "127.0.0.1:$PROXY_ADMIN_PORT" \
         --etcd "$ETCD_URL" --cluster "$CLUSTER" "$@" ${PROXY_ARGS:-} \
-        >"$WORK_DIR/proxy.log" 2>&1 &
+        >"$proxy_log" 2>&1 &
     PROXY_PID=$!
     track "$PROXY_PID" shardis-proxy
     local i code
@@ -235,10 +237,10 @@ start_proxy() {
             log "shardis-proxy on 127.0.0.1:$PROXY_PORT, admin $PROXY_ADMIN_PORT (pid $PROXY_PID)"
             return 0
         fi
-        check_alive "$PROXY_PID" shardis-proxy "$WORK_DIR/proxy.log"
+        check_alive "$PROXY_PID" shardis-proxy "$proxy_log"
         sleep 0.1
     done
-    tail -n 20 "$WORK_DIR/proxy.log" >&2
+    tail -n 20 "$proxy_log" >&2
     die "shardis-proxy was not ready within 30s"
 }
 
