@@ -102,6 +102,11 @@ impl Command {
         self.flags & WRITE != 0
     }
 
+    /// Reads keys and changes nothing.
+    pub fn is_read_only(&self) -> bool {
+        self.flags & READONLY != 0 && self.flags & WRITE == 0
+    }
+
     /// Fewest arguments (name included) needed to locate the keys.
     pub fn min_args(&self) -> usize {
         match self.keys {

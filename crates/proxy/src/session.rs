@@ -658,10 +658,16 @@ impl Session {
         };
         // Everything routed before this request goes first, in order.
         self.dispatch(plan).await;
-        let cmd = req
-            .name()
-            .and_then(|n| commands::table().lookup(n))
-            .map_or(usize::MAX, |c| c.index);
+        let command = req.name().and_then(|n| commands::table().lookup(n));
+        if let (Some(command), [mv]) = (command, moves.as_slice()) {
+            if command.is_read_only() && matches!(command.route, Route::Slot) {
+                if let Some(reply) = Box::pin(self.read_on_source(mv, req)).await {
+                    plan.local(command.index, reply);
+                    return Step::Done;
+                }
+            }
+        }
+        let cmd = command.map_or(usize::MAX, |c| c.index);
         for mv in &moves {
             // Boxed: a rare path whose future would otherwise be part of every
             // session's, idle ones included.
@@ -674,6 +680,39 @@ impl Session {
         let step = self.handle(req, table, plan);
         self.migrated = false;
         step
+    }
+
+    /// A read whose keys are all still on the source is answered there,
+    /// without moving them: `MULTI`, `EXISTS` of the keys, the command,
+    /// `EXEC`, on the session's own connection to the source (after every
+    /// earlier request of this client there). While a key of a migrating slot
+    /// is on the source, the source's copy is the latest one: a write moves
+    /// the key away first (a `MIGRATE` deletes the source's copy in the same
+    /// step that the target acknowledges it), and nothing writes a migrating
+    /// slot on the source, so reading it there is as fresh as moving it first
+    /// and costs the source a fraction of a `MIGRATE` (most of which is the
+    /// synchronous round trip to the target, during which the source serves
+    /// nobody). `None` (the key moved, is missing, or anything failed): the
+    /// caller moves the keys and runs the command on the target as usual.
+    async fn read_on_source(&mut self, mv: &Move, req: &Request) -> Option<Bytes> {
+        let mut payload = BytesMut::with_capacity(req.raw.len() + 64);
+        shardis_resp::encode_command(&mut payload, [b"MULTI".as_slice()].iter());
+        let mut exists: Vec<&[u8]> = Vec::with_capacity(mv.keys.len() + 1);
+        exists.push(b"EXISTS");
+        exists.extend(mv.keys.iter().map(|k| k.as_ref()));
+        shardis_resp::encode_command(&mut payload, exists.iter());
+        payload.extend_from_slice(&req.raw);
+        shardis_resp::encode_command(&mut payload, [b"EXEC".as_slice()].iter());
+        let replies = mv
+            .from
+            .conn(self.proto, self.id)
+            .request(&payload, 4)
+            .await
+            .ok()?;
+        let parts = shardis_resp::array_elements(replies.get(3)?)?;
+        let [present, reply] = <[Bytes; 2]>::try_from(parts).ok()?;
+        // The keys are distinct (collect_moves): all there, or move them.
+        (reply_integer(&present)? == i64::try_from(mv.keys.len()).ok()?).then_some(reply)
     }
 
     /// `MIGRATE` of the request's keys from the source to the target master.

@@ -1,6 +1,7 @@
 //! Move on access: in a `migrating(from, to)` slot a proxy first moves the
 //! keys a command touches (`MIGRATE … KEYS …` on the source), then runs the
 //! command on the target; a failed move answers an error and runs nothing.
+//! A read whose keys are all still on the source is answered there instead.
 
 use std::thread;
 
@@ -23,7 +24,7 @@ fn group1_slot(cluster: &Cluster, prefix: &str) -> (String, usize) {
 }
 
 #[test]
-fn reading_a_key_moves_it_with_its_ttl() {
+fn writing_a_key_moves_it_with_its_ttl() {
     let cluster = Cluster::builder().groups(2).build();
     let (key, slot) = group1_slot(&cluster, "moa:");
     let mut c = cluster.conn(0);
@@ -31,12 +32,78 @@ fn reading_a_key_moves_it_with_its_ttl() {
     assert!(cluster.group_master(1).exists(&key));
     migrating(&cluster, &[slot]);
 
-    assert_eq!(c.cmd_text(&["GET", &key]), "$1\r\nv\r\n");
+    assert_eq!(c.cmd_text(&["APPEND", &key, "w"]), ":2\r\n");
     assert!(!cluster.group_master(1).exists(&key), "left on the source");
     assert!(cluster.group_master(2).exists(&key), "not on the target");
     let ttl = String::from_utf8(cluster.group_master(2).cmd(&["TTL", key.as_str()])).unwrap();
     let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap();
     assert!((990..=1000).contains(&ttl), "ttl {ttl}");
+    assert_eq!(c.cmd_text(&["GET", &key]), "$2\r\nvw\r\n");
+}
+
+#[test]
+fn reads_of_keys_still_on_the_source_are_answered_there_without_a_move() {
+    let cluster = Cluster::builder().groups(2).build();
+    let (_, slot) = group1_slot(&cluster, "moa:");
+    let tag = (0..1_000_000)
+        .map(|i| format!("tag{i}"))
+        .find(|t| slot_of(t.as_bytes()) as usize == slot)
+        .unwrap();
+    let (s, h, a, b) = (
+        format!("{{{tag}}}s"),
+        format!("{{{tag}}}h"),
+        format!("{{{tag}}}a"),
+        format!("{{{tag}}}b"),
+    );
+    let mut c = cluster.conn(0);
+    assert_eq!(c.cmd_text(&["SET", &s, "v"]), "+OK\r\n");
+    assert_eq!(c.cmd_text(&["HSET", &h, "f", "1"]), ":1\r\n");
+    assert_eq!(c.cmd_text(&["SADD", &a, "x", "y"]), ":2\r\n");
+    assert_eq!(c.cmd_text(&["SADD", &b, "y", "z"]), ":2\r\n");
+    migrating(&cluster, &[slot]);
+    let (source, target) = (cluster.group_master(1), cluster.group_master(2));
+
+    // Single-key reads, in RESP2 and RESP3 (a map stays a map).
+    assert_eq!(c.cmd_text(&["GET", &s]), "$1\r\nv\r\n");
+    assert_eq!(c.cmd_text(&["STRLEN", &s]), ":1\r\n");
+    assert_eq!(c.cmd_text(&["HGETALL", &h]), "*2\r\n$1\r\nf\r\n$1\r\n1\r\n");
+    let mut c3 = cluster.conn(0);
+    assert!(c3.cmd_text(&["HELLO", "3"]).starts_with('%'));
+    assert_eq!(
+        c3.cmd_text(&["HGETALL", &h]),
+        "%1\r\n$1\r\nf\r\n$1\r\n1\r\n"
+    );
+    // A read answering an error there still answers it.
+    assert!(c.cmd_text(&["LLEN", &s]).starts_with("-WRONGTYPE"));
+    // A multi-key read in the slot, every key there.
+    assert_eq!(c.cmd_text(&["SINTERCARD", "2", &a, &b]), ":1\r\n");
+    for k in [&s, &h, &a, &b] {
+        assert!(source.exists(k), "{k} moved by a read");
+        assert!(!target.exists(k), "{k} copied by a read");
+    }
+
+    // A read of a missing key finds nothing and creates nothing anywhere.
+    let missing = format!("{{{tag}}}missing");
+    assert_eq!(c.cmd_text(&["GET", &missing]), "$-1\r\n");
+    assert!(!source.exists(&missing) && !target.exists(&missing));
+
+    // Once a write moved a key, reads see the write (from the target).
+    assert_eq!(c.cmd_text(&["SET", &s, "w"]), "+OK\r\n");
+    assert!(!source.exists(&s) && target.exists(&s));
+    assert_eq!(c.cmd_text(&["GET", &s]), "$1\r\nw\r\n");
+    // A pipeline: write, then read, of a key still on the source.
+    c.send(&["HSET", &h, "f", "2"]);
+    c.send(&["HGET", &h, "f"]);
+    assert_eq!(String::from_utf8(c.read_raw()).unwrap(), ":0\r\n");
+    assert_eq!(String::from_utf8(c.read_raw()).unwrap(), "$1\r\n2\r\n");
+    assert!(!source.exists(&h) && target.exists(&h));
+
+    // A multi-key read with one key moved and one not: both move, and the
+    // command runs on the target.
+    assert_eq!(c.cmd_text(&["SADD", &b, "w"]), ":1\r\n");
+    assert!(source.exists(&a) && target.exists(&b));
+    assert_eq!(c.cmd_text(&["SINTERCARD", "2", &a, &b]), ":1\r\n");
+    assert!(!source.exists(&a) && target.exists(&a));
 }
 
 #[test]
