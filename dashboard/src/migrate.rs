@@ -1043,6 +1043,19 @@ async fn switch_slots(
     from: SlotState,
     to: SlotState,
 ) -> Result<Topology, AppError> {
+    switch_slots_holding(state, slots, from, to, &[]).await
+}
+
+/// [`switch_slots`], and in the same change, `hold` becomes held keys (they
+/// must be keys of `slots`, and `to` must be `migrating`). Slots that leave
+/// `migrating` lose their held keys.
+async fn switch_slots_holding(
+    state: &AppState,
+    slots: &[usize],
+    from: SlotState,
+    to: SlotState,
+    hold: &[Vec<u8>],
+) -> Result<Topology, AppError> {
     let (t, ()) = state
         .change_topology(None, |t| {
             for &s in slots {
@@ -1056,10 +1069,72 @@ async fn switch_slots(
                     *cell = to;
                 }
             }
+            if !matches!(to, SlotState::Migrating { .. }) {
+                t.held_keys
+                    .retain(|k| !slots.contains(&usize::from(shardis_topology::slot_of(k))));
+            }
+            for key in hold {
+                if !t.held_keys.contains(key) {
+                    t.held_keys.push(key.clone());
+                }
+            }
             Ok(())
         })
         .await?;
     Ok(t)
+}
+
+/// Adds (`hold`) or removes (`!hold`) held keys in one topology change.
+async fn set_held_keys(
+    state: &AppState,
+    keys: &[Vec<u8>],
+    hold: bool,
+) -> Result<Topology, AppError> {
+    let (t, ()) = state
+        .change_topology(None, |t| {
+            if hold {
+                for key in keys {
+                    if !t.held_keys.contains(key) {
+                        t.held_keys.push(key.clone());
+                    }
+                }
+            } else {
+                t.held_keys.retain(|k| !keys.contains(k));
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(t)
+}
+
+/// Copies big keys that proxies already hold (held keys in `migrating`
+/// slots), each in chunks, and releases each once it is on the target. A
+/// proxy touching one meanwhile waits; the rest of its slot is served.
+async fn copy_held_keys(
+    state: &AppState,
+    id: MigrationId,
+    live: &Live,
+    wave: &mover::Wave,
+    keys: &[Vec<u8>],
+) -> Result<(), AppError> {
+    for key in keys {
+        let started = Instant::now();
+        let copied = mover::copy_big_key(&state.servers, &state.leadership, wave, key).await;
+        // Released either way: on an error the key is still whole on the
+        // source (its copy is only swapped in at the end).
+        set_held_keys(state, std::slice::from_ref(key), false).await?;
+        let bytes = copied?;
+        live.progress.keys.fetch_add(1, Ordering::Relaxed);
+        live.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+        tracing::info!(
+            id,
+            slot = shardis_topology::slot_of(key),
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "big key copied in chunks while held"
+        );
+    }
+    Ok(())
 }
 
 /// Runs one wave of `slots` from `source` to the migration's target, from
@@ -1098,51 +1173,13 @@ async fn run_wave(
     let migrating = SlotState::Migrating { from: source, to };
     tracing::info!(id, slots = %text, source, to, ?phase, "wave");
 
+    // Big keys of the wave known before it starts: held from the moment the
+    // slots become migrating (so no proxy moves one with a blocking MIGRATE),
+    // then copied in chunks, before the mover starts.
+    let mut big_first: Vec<Vec<u8>> = Vec::new();
     if phase == Phase::Hold {
-        // Big keys first, each copied in chunks while only its slot is held.
-        let big = big_keys_of(state, m.id, live, source, &slots).await?;
-        if !big.is_empty() {
-            let mut big_slots: Vec<usize> = big
-                .iter()
-                .map(|k| usize::from(shardis_topology::slot_of(k)))
-                .collect();
-            big_slots.sort_unstable();
-            big_slots.dedup();
-            let t =
-                switch_slots(state, &big_slots, SlotState::Normal { group: source }, held).await?;
-            wait_barrier(state, id, t.version, "to hold the slots of big keys").await?;
-            let t = state.load().await?;
-            let source_master = master_of(&t, source)?;
-            fence(state, &source_master).await?;
-            let mut wave = mover::Wave::new(source_master, master_of(&t, to)?, &big_slots);
-            wave.safe = m.safe;
-            wave.target_replicas = t
-                .groups
-                .get(&to)
-                .map(|g| g.replicas().to_vec())
-                .unwrap_or_default();
-            for key in &big {
-                let started = Instant::now();
-                let bytes =
-                    mover::copy_big_key(&state.servers, &state.leadership, &wave, key).await?;
-                live.progress.keys.fetch_add(1, Ordering::Relaxed);
-                live.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
-                tracing::info!(
-                    id,
-                    bytes,
-                    ms = started.elapsed().as_millis() as u64,
-                    "big key copied in chunks"
-                );
-            }
-            let rest: Vec<usize> = slots
-                .iter()
-                .copied()
-                .filter(|s| big_slots.binary_search(s).is_err())
-                .collect();
-            switch_slots(state, &rest, SlotState::Normal { group: source }, held).await?;
-        } else {
-            switch_slots(state, &slots, SlotState::Normal { group: source }, held).await?;
-        }
+        big_first = big_keys_of(state, m.id, live, source, &slots).await?;
+        switch_slots(state, &slots, SlotState::Normal { group: source }, held).await?;
         phase = Phase::Barrier;
     }
     if phase == Phase::Barrier {
@@ -1206,7 +1243,17 @@ async fn run_wave(
         }
     }
     if phase == Phase::Barrier {
-        switch_slots(state, &slots, held, migrating).await?;
+        switch_slots_holding(state, &slots, held, migrating, &big_first).await?;
+    } else {
+        // Taken over with the slots migrating: keys a dashboard before held
+        // are copied again (a copy is idempotent) and released.
+        let t = state.load().await?;
+        big_first = t
+            .held_keys
+            .iter()
+            .filter(|k| slots.contains(&usize::from(shardis_topology::slot_of(k))))
+            .cloned()
+            .collect();
     }
 
     let mut wave = mover::Wave::new(source_master.clone(), target_master.clone(), &slots);
@@ -1218,6 +1265,7 @@ async fn run_wave(
         .map(|g| g.replicas().to_vec())
         .unwrap_or_default();
     live.control.paused.store(false, Ordering::Relaxed);
+    copy_held_keys(state, id, live, &wave, &big_first).await?;
     let mut failures = 0;
     loop {
         let started = Instant::now();
@@ -1242,7 +1290,7 @@ async fn run_wave(
                     *live.big_keys.lock() = Some((source, next.to_vec(), ahead));
                 }
                 for key in big {
-                    move_big_key(state, id, live, &wave, source, to, &key).await?;
+                    move_big_key(state, id, live, &wave, &key).await?;
                 }
                 break;
             }
@@ -1428,46 +1476,28 @@ async fn big_keys_of(
     Ok(found)
 }
 
-/// Moves one big key while only its slot is held: `migrating` → `held`,
-/// barrier (no proxy touches the slot any more, nothing of it in flight),
-/// the chunked copy, then `migrating` again. A dashboard that dies half way
-/// finds the slot held and redoes it (the copy starts over).
+/// Moves one big key found during the wave's scan: the key becomes held
+/// (barrier: no proxy touches it any more, nothing of it in flight), is
+/// copied in chunks, and released; the rest of its slot is served
+/// meanwhile. A dashboard that dies half way finds the key held and copies
+/// it again.
 async fn move_big_key(
     state: &AppState,
     id: MigrationId,
     live: &Live,
     wave: &mover::Wave,
-    source: GroupId,
-    to: GroupId,
     key: &[u8],
 ) -> Result<(), AppError> {
-    let slot = usize::from(shardis_topology::slot_of(key));
-    let migrating = SlotState::Migrating { from: source, to };
-    let held = SlotState::Held { group: source };
-    let t = switch_slots(state, &[slot], migrating, held).await?;
+    let slot = shardis_topology::slot_of(key);
+    let t = set_held_keys(state, &[key.to_vec()], true).await?;
     wait_barrier(
         state,
         id,
         t.version,
-        &format!("to hold slot {slot} for a big key"),
+        &format!("to hold a big key of slot {slot}"),
     )
     .await?;
-    let started = Instant::now();
-    let copied = mover::copy_big_key(&state.servers, &state.leadership, wave, key).await;
-    // The slot goes back to migrating either way: on an error the key is
-    // still whole on the source (its copy is only swapped in at the end).
-    switch_slots(state, &[slot], held, migrating).await?;
-    let bytes = copied?;
-    live.progress.keys.fetch_add(1, Ordering::Relaxed);
-    live.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
-    tracing::info!(
-        id,
-        slot,
-        bytes,
-        ms = started.elapsed().as_millis() as u64,
-        "big key copied in chunks"
-    );
-    Ok(())
+    copy_held_keys(state, id, live, wave, &[key.to_vec()]).await
 }
 
 /// Whether the migration is still meant to run.

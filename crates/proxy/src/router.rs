@@ -48,6 +48,9 @@ pub struct SlotTable {
     pub masters: Vec<(GroupId, Arc<Server>)>,
     /// Some slot is migrating: requests look for keys to move first.
     pub any_migrating: bool,
+    /// Keys no request may touch now (big keys being copied in chunks):
+    /// a request for one waits like a request for a held slot. Few, if any.
+    pub held_keys: Vec<bytes::Bytes>,
     /// Set while the proxy cannot vouch for its view of the topology (lost
     /// its etcd lease): every request is refused.
     pub fenced: bool,
@@ -62,6 +65,7 @@ impl SlotTable {
             slots: vec![SlotRoute::Unassigned; SLOT_COUNT],
             masters: Vec::new(),
             any_migrating: false,
+            held_keys: Vec::new(),
             fenced: false,
             loaded: false,
         }
@@ -139,6 +143,7 @@ impl Router {
             slots: cur.slots.clone(),
             masters: cur.masters.clone(),
             any_migrating: cur.any_migrating,
+            held_keys: cur.held_keys.clone(),
             fenced,
             loaded: cur.loaded,
         };
@@ -245,6 +250,11 @@ impl Router {
             slots,
             masters,
             any_migrating,
+            held_keys: topo
+                .held_keys
+                .iter()
+                .map(|k| bytes::Bytes::copy_from_slice(k))
+                .collect(),
             fenced,
             loaded: true,
         }

@@ -780,6 +780,30 @@ impl Session {
         }
     }
 
+    /// The slot of the first held key the request touches, if any.
+    fn held_key_slot(&mut self, cmd: &Command, req: &Request, table: &SlotTable) -> Option<u16> {
+        let mut keys = std::mem::take(&mut self.keys);
+        let positions_ok = match cmd.route {
+            Route::Fanout { step, .. } => {
+                keys.clear();
+                keys.extend((1..req.args.len()).step_by(step.max(1)));
+                true
+            }
+            Route::Slot => commands::key_positions(cmd, &req.args, &mut keys).is_ok(),
+            _ => false,
+        };
+        let held = if positions_ok {
+            keys.iter()
+                .filter_map(|&pos| req.args.get(pos))
+                .find(|key| table.held_keys.iter().any(|h| h == *key))
+                .map(|key| slot_of(key))
+        } else {
+            None
+        };
+        self.keys = keys;
+        held
+    }
+
     /// The moves a request needs: its keys in migrating slots, grouped by
     /// source and target.
     fn collect_moves(&mut self, cmd: &Command, req: &Request, table: &SlotTable) -> Vec<Move> {
@@ -920,6 +944,11 @@ impl Session {
             return Step::Done;
         }
         let routed = matches!(cmd.route, Route::Slot | Route::Fanout { .. });
+        if routed && !table.held_keys.is_empty() && table.loaded && !table.fenced {
+            if let Some(slot) = self.held_key_slot(cmd, req, table) {
+                return Step::Stall { slot };
+            }
+        }
         if routed && table.any_migrating && !self.migrated && table.loaded && !table.fenced {
             let moves = self.collect_moves(cmd, req, table);
             if !moves.is_empty() {

@@ -97,6 +97,12 @@ pub struct Topology {
     /// Exactly `SLOT_COUNT` entries, stored in etcd as runs of equal state.
     #[serde(with = "slot_runs")]
     pub slots: Vec<SlotState>,
+    /// Keys that proxies leave alone: a request touching one waits (bounded,
+    /// like a request for a held slot) while the rest of its slot is served.
+    /// A big key being copied in chunks. Only in `migrating` slots; hex in
+    /// the stored document (keys are bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "hex_keys")]
+    pub held_keys: Vec<Vec<u8>>,
 }
 
 impl Default for Topology {
@@ -105,6 +111,7 @@ impl Default for Topology {
             version: 0,
             groups: BTreeMap::new(),
             slots: vec![SlotState::Unassigned; SLOT_COUNT],
+            held_keys: Vec::new(),
         }
     }
 }
@@ -124,6 +131,8 @@ pub enum TopologyError {
     SelfMigration(usize),
     #[error("server {0} is listed twice")]
     DuplicateServer(String),
+    #[error("a held key is in slot {0}, which is not migrating")]
+    HeldKeyNotMigrating(usize),
 }
 
 impl Topology {
@@ -148,6 +157,12 @@ impl Topology {
                 if !seen.insert(server.as_str()) {
                     return Err(TopologyError::DuplicateServer(server.clone()));
                 }
+            }
+        }
+        for key in &self.held_keys {
+            let slot = usize::from(crate::slot_of(key));
+            if !matches!(self.slot(slot), SlotState::Migrating { .. }) {
+                return Err(TopologyError::HeldKeyNotMigrating(slot));
             }
         }
         for (slot, state) in self.slots.iter().enumerate() {
@@ -299,6 +314,40 @@ impl fmt::Display for SlotState {
     }
 }
 
+/// Held keys are bytes in memory, hex strings in JSON.
+mod hex_keys {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(keys: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(keys.iter().map(|k| {
+            k.iter()
+                .fold(String::with_capacity(k.len() * 2), |mut out, b| {
+                    out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+                    out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+                    out
+                })
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        list.iter()
+            .map(|h| {
+                let digit = |c: u8| char::from(c).to_digit(16);
+                h.as_bytes()
+                    .chunks(2)
+                    .map(|pair| match pair {
+                        [hi, lo] => Some((digit(*hi)? * 16 + digit(*lo)?) as u8),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(|| D::Error::custom(format!("held key {h:?} is not hex")))
+            })
+            .collect()
+    }
+}
+
 /// Groups are a map in memory but a list in JSON (ids as numbers, not strings).
 mod group_list {
     use super::*;
@@ -406,6 +455,35 @@ mod tests {
         assert!(json.len() < 600, "{json}");
         let back: Topology = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn held_keys_round_trip_as_hex_and_only_in_migrating_slots() {
+        let mut t = sample();
+        let key = b"{big}\x00\xff key".to_vec();
+        let slot = usize::from(crate::slot_of(&key));
+        t.held_keys.push(key.clone());
+        assert_eq!(t.validate(), Err(TopologyError::HeldKeyNotMigrating(slot)));
+        let groups: Vec<GroupId> = t.groups.keys().copied().collect();
+        t.slots[slot] = SlotState::Migrating {
+            from: groups[0],
+            to: groups[1],
+        };
+        assert_eq!(t.validate(), Ok(()));
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(
+            json.contains("\"held_keys\":[\"7b6269677d00ff206b6579\"]"),
+            "{json}"
+        );
+        let back: Topology = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t);
+        // None held: the field is left out, and old documents without it load.
+        t.held_keys.clear();
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(!json.contains("held_keys"));
+        assert_eq!(serde_json::from_str::<Topology>(&json).unwrap(), t);
+        let bad = json.replacen('{', "{\"held_keys\":[\"0g\"],", 1);
+        assert!(serde_json::from_str::<Topology>(&bad).is_err());
     }
 
     #[test]

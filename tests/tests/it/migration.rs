@@ -764,6 +764,119 @@ fn big_keys_move_in_chunks_with_their_ttl_and_contents() {
     assert_eq!(s.servers(2)[0].dbsize(), 5);
 }
 
+/// While a big key is copied in chunks only that key is held: the other
+/// keys of its slot are read and written as usual meanwhile, and a request
+/// for the big key itself waits and then sees it whole on the target.
+#[test]
+fn a_big_key_being_copied_holds_only_that_key() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    let proxy = s.proxies[0].addr();
+    let mut conn = connect(&proxy).unwrap();
+    let big = shardis_tests::keys_where("bighold", 1, |slot| slot < 512).remove(0);
+    let slot = slot_of(big.as_bytes());
+    let tag = (0..1_000_000)
+        .map(|i| format!("t{i}"))
+        .find(|t| slot_of(t.as_bytes()) == slot)
+        .unwrap();
+    let small: Vec<String> = (0..20).map(|i| format!("{{{tag}}}small{i}")).collect();
+    let value = "v".repeat(100);
+    for chunk in 0..300 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("HSET")
+                .arg(&big)
+                .arg(format!("f{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    for k in &small {
+        redis::cmd("SET")
+            .arg(k)
+            .arg(0)
+            .query::<()>(&mut conn)
+            .unwrap();
+    }
+
+    // Clients of the slot's small keys: INCR each in turn, timing every
+    // request, and noting whether the big key was held at that moment.
+    let done = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (done, small, proxy) = (done.clone(), small.clone(), proxy.clone());
+        std::thread::spawn(move || {
+            let mut conn = connect(&proxy).unwrap();
+            let mut acked = vec![0i64; small.len()];
+            let mut slowest = Duration::ZERO;
+            let mut errors = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                for (i, k) in small.iter().enumerate() {
+                    let t = Instant::now();
+                    match redis::cmd("INCR").arg(k).query::<i64>(&mut conn) {
+                        Ok(_) => acked[i] += 1,
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                    slowest = slowest.max(t.elapsed());
+                }
+            }
+            (acked, slowest, errors)
+        })
+    };
+    let m = migrate(&c, &format!("{slot}-{slot}"), 2, 1);
+    // See the key held, and the small keys served while it is.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_held = false;
+    let mut served_while_held = false;
+    let mut probe = connect(&proxy).unwrap();
+    while Instant::now() < deadline {
+        let held = !s.stored().held_keys.is_empty();
+        if held {
+            seen_held = true;
+            assert_eq!(s.stored().held_keys, vec![big.as_bytes().to_vec()]);
+            let t = Instant::now();
+            let v: String = redis::cmd("GET").arg(&small[0]).query(&mut probe).unwrap();
+            assert!(!v.is_empty());
+            if t.elapsed() < Duration::from_millis(500) && !s.stored().held_keys.is_empty() {
+                served_while_held = true;
+            }
+        }
+        let view = c.migration(m.id).unwrap();
+        if view.state == "finished" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_finished(&c, m.id, Duration::from_secs(60));
+    done.store(true, Ordering::Relaxed);
+    let (acked, slowest, errors) = client.join().unwrap();
+    assert!(seen_held, "the big key was never held on its own");
+    assert!(
+        served_while_held,
+        "no small key was served while the big one was held"
+    );
+    assert!(
+        errors.is_empty(),
+        "errors for keys that were not held: {errors:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a small key waited {slowest:?}"
+    );
+    assert!(s.stored().held_keys.is_empty(), "left held");
+    let log = s.dash.stderr_tail(200);
+    assert!(log.contains("big key copied in chunks while held"), "{log}");
+    // Everything there, on the target only.
+    for (k, n) in small.iter().zip(&acked) {
+        let v: i64 = redis::cmd("GET").arg(k).query(&mut conn).unwrap();
+        assert_eq!(v, *n, "{k}");
+    }
+    let len: i64 = redis::cmd("HLEN").arg(&big).query(&mut conn).unwrap();
+    assert_eq!(len, 300_000);
+    assert_eq!(s.servers(1)[0].dbsize(), 0);
+    assert_eq!(s.servers(2)[0].dbsize(), 21);
+}
+
 #[test]
 fn a_wave_the_target_cannot_take_is_moved_back_and_the_migration_fails_cleanly() {
     let s = setup(&[1, 1], 1, |d| d);
