@@ -320,11 +320,11 @@ mod hex_keys {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(keys: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        use std::fmt::Write as _;
         s.collect_seq(keys.iter().map(|k| {
             k.iter()
                 .fold(String::with_capacity(k.len() * 2), |mut out, b| {
-                    out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-                    out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+                    let _ = write!(out, "{b:02x}");
                     out
                 })
         }))
