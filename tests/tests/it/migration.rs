@@ -30,6 +30,10 @@ struct WriterLog {
     counters: HashMap<String, (u64, u64)>,
     lists: HashMap<String, Vec<(u64, bool)>>,
     errors: Vec<String>,
+    /// Reads of the writer's own keys that missed an acknowledged write (or
+    /// saw more than was attempted).
+    stale: Vec<String>,
+    reads: u64,
 }
 
 struct Load {
@@ -77,7 +81,45 @@ fn start_load(proxies: Vec<String>, writers: usize) -> Load {
                         continue;
                     };
                     let is_list = rng.is_multiple_of(4);
-                    let result = if is_list {
+                    let is_read = rng % 4 == 1;
+                    let result = if is_read {
+                        // A read of one of this writer's own keys, which
+                        // only it writes: it must show every acknowledged
+                        // write so far (reads in a migrating slot may be
+                        // answered by the source, or after a move).
+                        let n = (rng >> 8) % 40;
+                        let (key, range) = if rng & (1 << 40) == 0 {
+                            let key = format!("ctr:{w}:{n}");
+                            let (ok, failed) = log.counters.get(&key).copied().unwrap_or_default();
+                            (key, (ok, ok + failed))
+                        } else {
+                            let key = format!("list:{w}:{n}");
+                            let (ok, all) = log.lists.get(&key).map_or((0, 0), |l| {
+                                (
+                                    l.iter().filter(|(_, ok)| *ok).count() as u64,
+                                    l.len() as u64,
+                                )
+                            });
+                            (key, (ok, all))
+                        };
+                        let cmd = if key.starts_with("ctr:") {
+                            "GET"
+                        } else {
+                            "LLEN"
+                        };
+                        let r = redis::cmd(cmd).arg(&key).query::<Option<u64>>(c);
+                        if let Ok(v) = &r {
+                            log.reads += 1;
+                            let v = v.unwrap_or(0);
+                            if v < range.0 || v > range.1 {
+                                log.stale.push(format!(
+                                    "{cmd} {key} = {v}, expected {}..={}",
+                                    range.0, range.1
+                                ));
+                            }
+                        }
+                        r.map(|_| ())
+                    } else if is_list {
                         let key = format!("list:{w}:{}", (rng >> 8) % 40);
                         seq += 1;
                         let r = redis::cmd("RPUSH").arg(&key).arg(seq).query::<i64>(c);
@@ -151,6 +193,12 @@ impl Load {
 /// acknowledged element in order. Also checks that no key is left on a
 /// group that does not own its slot.
 fn verify(s: &Setup, proxy: &str, logs: &[WriterLog]) {
+    let stale: Vec<&String> = logs.iter().flat_map(|l| &l.stale).collect();
+    assert!(stale.is_empty(), "stale reads during the load: {stale:?}");
+    assert!(
+        logs.iter().map(|l| l.reads).sum::<u64>() > 0,
+        "the load read nothing"
+    );
     let mut conn = connect(proxy).expect("connect for verification");
     let (mut counters, mut lists, mut acked, mut failed) = (0, 0, 0, 0);
     for log in logs {
