@@ -66,6 +66,9 @@ fn reads_of_keys_still_on_the_source_are_answered_there_without_a_move() {
     // Single-key reads, in RESP2 and RESP3 (a map stays a map).
     assert_eq!(c.cmd_text(&["GET", &s]), "$1\r\nv\r\n");
     assert_eq!(c.cmd_text(&["STRLEN", &s]), ":1\r\n");
+    // An inline command (telnet, health checkers) is read there too.
+    c.send_raw(format!("GET {s}\r\n").as_bytes());
+    assert_eq!(String::from_utf8(c.read_raw()).unwrap(), "$1\r\nv\r\n");
     assert_eq!(c.cmd_text(&["HGETALL", &h]), "*2\r\n$1\r\nf\r\n$1\r\n1\r\n");
     let mut c3 = cluster.conn(0);
     assert!(c3.cmd_text(&["HELLO", "3"]).starts_with('%'));
