@@ -878,10 +878,10 @@ fn a_big_key_being_copied_holds_only_that_key() {
     let mut served_while_held = false;
     let mut probe = connect(&proxy).unwrap();
     while Instant::now() < deadline {
-        let held = !s.stored().held_keys.is_empty();
-        if held {
+        let held = s.stored().held_keys;
+        if !held.is_empty() {
             seen_held = true;
-            assert_eq!(s.stored().held_keys, vec![big.as_bytes().to_vec()]);
+            assert_eq!(held, vec![big.as_bytes().to_vec()]);
             let t = Instant::now();
             let v: String = redis::cmd("GET").arg(&small[0]).query(&mut probe).unwrap();
             assert!(!v.is_empty());
@@ -923,6 +923,83 @@ fn a_big_key_being_copied_holds_only_that_key() {
     assert_eq!(len, 300_000);
     assert_eq!(s.servers(1)[0].dbsize(), 0);
     assert_eq!(s.servers(2)[0].dbsize(), 21);
+}
+
+/// A key that became big after its wave's big keys were looked for is found
+/// by the mover's own sizing, then held on its own (after a barrier), copied
+/// in chunks and released.
+#[test]
+fn a_key_that_grew_big_after_the_look_is_held_and_copied_by_the_mover() {
+    let mut s = setup(&[1, 1], 1, |d| d);
+    let p = s.proxy_builder().start();
+    s.proxies.push(p);
+    let c = s.client();
+    let mut conn = connect(&s.proxies[0].addr()).unwrap();
+    let big = shardis_tests::keys_where("grew", 1, |slot| slot < 512).remove(0);
+    let slot = slot_of(big.as_bytes());
+    redis::cmd("HSET")
+        .arg(&big)
+        .arg("f")
+        .arg("small")
+        .query::<()>(&mut conn)
+        .unwrap();
+    // A frozen proxy keeps the wave in its hold barrier: the big keys were
+    // looked for (none) and the slot is held everywhere else.
+    s.proxies[1].pause();
+    let m = migrate(&c, &format!("{slot}-{slot}"), 2, 1);
+    wait_for(
+        &c,
+        m.id,
+        Duration::from_secs(10),
+        "waiting on the frozen proxy",
+        |m| {
+            m.reason
+                .as_deref()
+                .is_some_and(|r| r.contains(s.proxies[1].id()))
+        },
+    );
+    // Meanwhile the key grows past the big-key size, as if a client had
+    // grown it just before the hold (no proxy touches the held slot now).
+    let value = "v".repeat(100);
+    let source = &s.servers(1)[0];
+    let mut direct = redis::Client::open(format!("redis://{}", source.addr()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for chunk in 0..100 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("HSET")
+                .arg(&big)
+                .arg(format!("f{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        pipe.query::<()>(&mut direct).unwrap();
+    }
+    s.proxies[1].resume();
+    wait_finished(&c, m.id, Duration::from_secs(60));
+    let log = s.dash.stderr_tail(300);
+    assert!(
+        log.contains("big_keys=1"),
+        "the mover did not find it:\n{log}"
+    );
+    assert!(
+        log.contains("to hold a big key") || log.contains("big key copied in chunks while held"),
+        "{log}"
+    );
+    assert!(log.contains("big key copied in chunks while held"), "{log}");
+    assert!(s.stored().held_keys.is_empty(), "left held");
+    let len: i64 = redis::cmd("HLEN").arg(&big).query(&mut conn).unwrap();
+    assert_eq!(len, 100_001);
+    let f: String = redis::cmd("HGET")
+        .arg(&big)
+        .arg("f")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(f, "small");
+    assert_eq!(source.dbsize(), 0);
+    assert_eq!(s.servers(2)[0].dbsize(), 1);
 }
 
 #[test]
