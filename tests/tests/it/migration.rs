@@ -1002,6 +1002,61 @@ fn a_key_that_grew_big_after_the_look_is_held_and_copied_by_the_mover() {
     assert_eq!(s.servers(2)[0].dbsize(), 1);
 }
 
+/// The leader dies (SIGKILL) while a held big key is half copied: the
+/// standby finds the key held, copies it again and releases it.
+#[test]
+fn a_standby_copies_a_held_big_key_again_when_the_leader_dies_mid_copy() {
+    let s = setup(&[1, 1], 1, |d| d.lease_ttl(2));
+    let standby = DashboardProcess::builder(&s.etcd.endpoint(), &s.cluster)
+        .lease_ttl(2)
+        .start();
+    let c = s.client();
+    let mut conn = connect(&s.proxies[0].addr()).unwrap();
+    let big = shardis_tests::keys_where("killcopy", 1, |slot| slot < 512).remove(0);
+    let slot = slot_of(big.as_bytes());
+    let value = "v".repeat(100);
+    for chunk in 0..400 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("HSET")
+                .arg(&big)
+                .arg(format!("f{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    let m = migrate(&c, &format!("{slot}-{slot}"), 2, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.stored().held_keys.is_empty() {
+        assert!(Instant::now() < deadline, "the big key was never held");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.dash.kill();
+    // Killed mid-copy: part of the copy may be on the target under its
+    // temporary name, the key itself still whole on the source.
+    assert_eq!(s.stored().held_keys, vec![big.as_bytes().to_vec()]);
+    let done = wait_finished(&standby.client(), m.id, Duration::from_secs(60));
+    assert_eq!(done.slots_done, 1);
+    let log = standby.stderr_tail(200);
+    assert!(log.contains("big key copied in chunks while held"), "{log}");
+    assert!(s.stored().held_keys.is_empty(), "left held");
+    let len: i64 = redis::cmd("HLEN").arg(&big).query(&mut conn).unwrap();
+    assert_eq!(len, 400_000);
+    let v: String = redis::cmd("HGET")
+        .arg(&big)
+        .arg("f399999")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(v, value);
+    assert_eq!(s.servers(1)[0].dbsize(), 0);
+    assert_eq!(
+        s.servers(2)[0].dbsize(),
+        1,
+        "a temporary copy was left behind"
+    );
+}
+
 #[test]
 fn a_wave_the_target_cannot_take_is_moved_back_and_the_migration_fails_cleanly() {
     let s = setup(&[1, 1], 1, |d| d);
