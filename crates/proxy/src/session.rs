@@ -628,14 +628,15 @@ impl Session {
         match self.route_request(&req, &table, &mut plan).await {
             Step::Done | Step::Migrate(_) => plan.note_key(&self.shared.stats, &req),
             Step::Stall { .. } if Instant::now() >= deadline => {
-                let cmd = req
-                    .name()
-                    .and_then(|n| commands::table().lookup(n))
-                    .map_or(usize::MAX, |c| c.index);
-                plan.error(
-                    cmd,
-                    &format!("TRYAGAIN slot {slot} is held for a topology change; retry shortly"),
-                );
+                let command = req.name().and_then(|n| commands::table().lookup(n));
+                let key_held = !table.held_keys.is_empty()
+                    && command.is_some_and(|c| self.held_key_slot(c, &req, &table).is_some());
+                let msg = if key_held {
+                    format!("TRYAGAIN a key of slot {slot} is held while it moves; retry shortly")
+                } else {
+                    format!("TRYAGAIN slot {slot} is held for a topology change; retry shortly")
+                };
+                plan.error(command.map_or(usize::MAX, |c| c.index), &msg);
             }
             Step::Stall { slot } => {
                 self.stalled = Some((req, deadline, slot));
