@@ -130,7 +130,7 @@ pub fn slot_set(slots: &[usize]) -> Vec<bool> {
 /// Keys at least this big (by `MEMORY USAGE`) are not moved by `MIGRATE`,
 /// which would block both servers while it serializes the whole value: they
 /// are left for [`copy_big_key`], which copies them in small chunks while
-/// only their slot is held.
+/// proxies hold just that key.
 pub const BIG_KEY_BYTES: u64 = 8 << 20;
 
 /// How a wave's move ended.
@@ -859,9 +859,9 @@ pub async fn drop_stale_copies(
 }
 
 /// The big keys (see [`BIG_KEY_BYTES`]) of `slots` on the source: found
-/// before a wave starts, so that they are copied in chunks while only their
-/// slot is held, before any proxy could move them with one blocking
-/// `MIGRATE` on access. One `SCAN` of the source.
+/// before a wave starts, so that they are held from the moment the wave
+/// migrates and copied in chunks, before any proxy could move them with one
+/// blocking `MIGRATE` on access. One `SCAN` of the source.
 pub async fn find_big_keys(
     servers: &Servers,
     addr: &str,

@@ -311,7 +311,8 @@ fn unreachable_batch(i: usize) -> ! {
 /// What routing one request asks the session to do.
 pub(crate) enum Step {
     Done,
-    /// The request's slot is held: wait for the next topology (bounded).
+    /// The request's slot, or a key it touches, is held: wait for the next
+    /// topology (bounded).
     Stall {
         slot: u16,
     },
