@@ -1119,7 +1119,18 @@ async fn copy_held_keys(
 ) -> Result<(), AppError> {
     for key in keys {
         let started = Instant::now();
+        let shown: String = String::from_utf8_lossy(key).chars().take(80).collect();
+        set_reason(
+            state,
+            id,
+            Some(format!(
+                "copying big key {shown:?} (slot {}) in chunks; proxies hold just that key",
+                shardis_topology::slot_of(key)
+            )),
+        )
+        .await;
         let copied = mover::copy_big_key(&state.servers, &state.leadership, wave, key).await;
+        set_reason(state, id, None).await;
         // Released either way: on an error the key is still whole on the
         // source (its copy is only swapped in at the end).
         set_held_keys(state, std::slice::from_ref(key), false).await?;

@@ -876,6 +876,7 @@ fn a_big_key_being_copied_holds_only_that_key() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_held = false;
     let mut served_while_held = false;
+    let mut reason_shown = false;
     let mut probe = connect(&proxy).unwrap();
     while Instant::now() < deadline {
         let held = s.stored().held_keys;
@@ -890,11 +891,22 @@ fn a_big_key_being_copied_holds_only_that_key() {
             }
         }
         let view = c.migration(m.id).unwrap();
+        if view
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("copying big key") && r.contains(&big))
+        {
+            reason_shown = true;
+        }
         if view.state == "finished" {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        reason_shown,
+        "the migration never said it was copying the big key"
+    );
     wait_finished(&c, m.id, Duration::from_secs(60));
     done.store(true, Ordering::Relaxed);
     let (acked, slowest, errors) = client.join().unwrap();
