@@ -97,7 +97,16 @@ fn counters_and_histograms_follow_a_known_load() {
         }
     }
 
-    let s = stats(&cluster);
+    // The in-flight gauge is sampled by the backend connection's task: the
+    // last reply may reach the client a moment before the gauge drops.
+    let s = poll_until(Duration::from_secs(2), || {
+        let s = stats(&cluster);
+        let idle = s["backends"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|b| b["inflight"] == 0));
+        idle.then_some(s)
+    })
+    .expect("requests still in flight on a backend 2 s after their replies");
     assert_eq!(s["stats_enabled"], true);
     let set = command(&s, "set");
     assert_eq!(
