@@ -905,6 +905,13 @@ impl ConnTask {
                 break;
             }
         }
+        if progressed {
+            // Here too, not only when requests are taken: an idle connection
+            // would otherwise show its last batch in flight until the next.
+            self.stats
+                .inflight
+                .store(inflight.len() as u64, Ordering::Relaxed);
+        }
         Ok(progressed)
     }
 }
