@@ -380,6 +380,11 @@ pub fn key_in_slot(prefix: &str, slot: usize) -> String {
         .expect("every slot has keys")
 }
 
+/// A hash tag (`tag{i}`) whose slot is `slot`: keys `{tag}…` all land there.
+pub fn tag_in_slot(slot: usize) -> String {
+    key_in_slot("tag", slot)
+}
+
 /// `n` distinct keys `"{prefix}{i}"` whose slots satisfy `pred`.
 pub fn keys_where(prefix: &str, n: usize, pred: impl Fn(usize) -> bool) -> Vec<String> {
     (0u64..)

@@ -42,7 +42,7 @@ pub mod redis_server;
 pub mod resp;
 pub mod twin;
 
-pub use cluster::{key_in_slot, keys_where, Cluster, ClusterBuilder};
+pub use cluster::{key_in_slot, keys_where, tag_in_slot, Cluster, ClusterBuilder};
 pub use etcd::EtcdServer;
 pub use metrics::{Histo, Metrics};
 pub use process::{free_port, http_get, log_tail, poll_until};

@@ -782,19 +782,24 @@ impl Session {
         }
     }
 
-    /// The slot of the first held key the request touches, if any.
-    fn held_key_slot(&mut self, cmd: &Command, req: &Request, table: &SlotTable) -> Option<u16> {
-        let mut keys = std::mem::take(&mut self.keys);
-        let positions_ok = match cmd.route {
+    /// The positions of the request's keys into `keys`; false if it has none
+    /// or they cannot be located (the command then fails on its own).
+    fn key_positions_into(cmd: &Command, req: &Request, keys: &mut Vec<usize>) -> bool {
+        match cmd.route {
             Route::Fanout { step, .. } => {
                 keys.clear();
                 keys.extend((1..req.args.len()).step_by(step.max(1)));
                 true
             }
-            Route::Slot => commands::key_positions(cmd, &req.args, &mut keys).is_ok(),
+            Route::Slot => commands::key_positions(cmd, &req.args, keys).is_ok(),
             _ => false,
-        };
-        let held = if positions_ok {
+        }
+    }
+
+    /// The slot of the first held key the request touches, if any.
+    fn held_key_slot(&mut self, cmd: &Command, req: &Request, table: &SlotTable) -> Option<u16> {
+        let mut keys = std::mem::take(&mut self.keys);
+        let held = if Self::key_positions_into(cmd, req, &mut keys) {
             keys.iter()
                 .filter_map(|&pos| req.args.get(pos))
                 .find(|key| table.held_keys.iter().any(|h| h == *key))
@@ -811,16 +816,7 @@ impl Session {
     fn collect_moves(&mut self, cmd: &Command, req: &Request, table: &SlotTable) -> Vec<Move> {
         let mut keys = std::mem::take(&mut self.keys);
         let mut moves: Vec<Move> = Vec::new();
-        let positions_ok = match cmd.route {
-            Route::Fanout { step, .. } => {
-                keys.clear();
-                keys.extend((1..req.args.len()).step_by(step.max(1)));
-                true
-            }
-            Route::Slot => commands::key_positions(cmd, &req.args, &mut keys).is_ok(),
-            _ => false,
-        };
-        if positions_ok {
+        if Self::key_positions_into(cmd, req, &mut keys) {
             for &pos in &keys {
                 let Some(key) = req.args.get(pos) else {
                     continue;

@@ -296,6 +296,22 @@ fn check_fill(proxy: &str, n: usize) {
 // Driving migrations
 // ---------------------------------------------------------------------------
 
+/// Fills the hash `key` with `fields` fields `f0…` of 100-byte values.
+fn fill_hash(conn: &mut redis::Connection, key: &str, fields: usize) {
+    let value = "v".repeat(100);
+    for chunk in 0..fields.div_ceil(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..((chunk + 1) * 1000).min(fields) {
+            pipe.cmd("HSET")
+                .arg(key)
+                .arg(format!("f{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        pipe.query::<()>(conn).unwrap();
+    }
+}
+
 fn migrate(c: &Client, slots: &str, to: GroupId, wave_size: usize) -> MigrationView {
     c.create_migration(&CreateMigration {
         slots: slots.into(),
@@ -823,23 +839,9 @@ fn a_big_key_being_copied_holds_only_that_key() {
     let mut conn = connect(&proxy).unwrap();
     let big = shardis_tests::keys_where("bighold", 1, |slot| slot < 512).remove(0);
     let slot = slot_of(big.as_bytes());
-    let tag = (0..1_000_000)
-        .map(|i| format!("t{i}"))
-        .find(|t| slot_of(t.as_bytes()) == slot)
-        .unwrap();
+    let tag = shardis_tests::tag_in_slot(usize::from(slot));
     let small: Vec<String> = (0..20).map(|i| format!("{{{tag}}}small{i}")).collect();
-    let value = "v".repeat(100);
-    for chunk in 0..300 {
-        let mut pipe = redis::pipe();
-        for i in chunk * 1000..(chunk + 1) * 1000 {
-            pipe.cmd("HSET")
-                .arg(&big)
-                .arg(format!("f{i}"))
-                .arg(&value)
-                .ignore();
-        }
-        pipe.query::<()>(&mut conn).unwrap();
-    }
+    fill_hash(&mut conn, &big, 300_000);
     for k in &small {
         redis::cmd("SET")
             .arg(k)
@@ -972,23 +974,12 @@ fn a_key_that_grew_big_after_the_look_is_held_and_copied_by_the_mover() {
     );
     // Meanwhile the key grows past the big-key size, as if a client had
     // grown it just before the hold (no proxy touches the held slot now).
-    let value = "v".repeat(100);
     let source = &s.servers(1)[0];
     let mut direct = redis::Client::open(format!("redis://{}", source.addr()))
         .unwrap()
         .get_connection()
         .unwrap();
-    for chunk in 0..100 {
-        let mut pipe = redis::pipe();
-        for i in chunk * 1000..(chunk + 1) * 1000 {
-            pipe.cmd("HSET")
-                .arg(&big)
-                .arg(format!("f{i}"))
-                .arg(&value)
-                .ignore();
-        }
-        pipe.query::<()>(&mut direct).unwrap();
-    }
+    fill_hash(&mut direct, &big, 100_000);
     s.proxies[1].resume();
     wait_finished(&c, m.id, Duration::from_secs(60));
     let log = s.dash.stderr_tail(300);
@@ -1027,17 +1018,7 @@ fn a_standby_copies_a_held_big_key_again_when_the_leader_dies_mid_copy() {
     let big = shardis_tests::keys_where("killcopy", 1, |slot| slot < 512).remove(0);
     let slot = slot_of(big.as_bytes());
     let value = "v".repeat(100);
-    for chunk in 0..400 {
-        let mut pipe = redis::pipe();
-        for i in chunk * 1000..(chunk + 1) * 1000 {
-            pipe.cmd("HSET")
-                .arg(&big)
-                .arg(format!("f{i}"))
-                .arg(&value)
-                .ignore();
-        }
-        pipe.query::<()>(&mut conn).unwrap();
-    }
+    fill_hash(&mut conn, &big, 400_000);
     let m = migrate(&c, &format!("{slot}-{slot}"), 2, 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.stored().held_keys.is_empty() {
