@@ -26,6 +26,7 @@
 #   BASELINE [10]  AFTER [10]  MIGRATION_TIMEOUT [600] (seconds)
 #   KEYS_PER_SEC, BYTES_PER_SEC   rate limits of the migration (unset: none)
 #   SAFE [0]        1: the mover's safe mode
+#   TARGET_REPLICA [0]  1: group 2 gets a replica (safe mode waits for it)
 #   REFERENCE [1]   afterwards, time plain MIGRATE batches of the same keys
 #                   between the two servers without Shardis (0: skip)
 #   SHARDIS_PROXY_BIN, SHARDIS_DASHBOARD_BIN, LOADGEN_BIN   skip the build
@@ -48,6 +49,7 @@ BASELINE=${BASELINE:-10}
 AFTER=${AFTER:-10}
 MIGRATION_TIMEOUT=${MIGRATION_TIMEOUT:-600}
 SAFE=${SAFE:-0}
+TARGET_REPLICA=${TARGET_REPLICA:-0}
 REFERENCE=${REFERENCE:-1}
 RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results/migrate-$(date +%Y%m%d-%H%M%S)-wave$WAVE}
 
@@ -67,6 +69,20 @@ start_redis group2
 R2_PORT=$REDIS_PORT R2_PID=$REDIS_PID
 start_dashboard
 setup_groups "127.0.0.1:$R1_PORT" "127.0.0.1:$R2_PORT"
+R2R_PID=
+if [ "$TARGET_REPLICA" = 1 ]; then
+    # A replica in the target group: what safe mode waits for.
+    start_redis group2-replica
+    R2R_PORT=$REDIS_PORT R2R_PID=$REDIS_PID
+    api POST /api/v1/groups/2/servers "{\"addr\":\"127.0.0.1:$R2R_PORT\"}" >/dev/null
+    for _ in $(seq 1 100); do
+        redis-cli -p "$R2R_PORT" info replication | grep -q '^master_link_status:up' && break
+        sleep 0.1
+    done
+    redis-cli -p "$R2R_PORT" info replication | grep -q '^master_link_status:up' ||
+        die "the target's replica did not link up"
+    log "group 2 replica on 127.0.0.1:$R2R_PORT"
+fi
 for i in $(seq 1 "$PROXIES"); do start_proxy_named "proxy-$i"; done
 ADDRS=$(
     IFS=,
@@ -79,7 +95,7 @@ ADDRS=$(
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) x $(nproc)"
     echo "kernel: $(uname -r)"
     echo "redis: $(redis-server --version)"
-    echo "keys=$KEYS value_size=$VALUE_SIZE wave=$WAVE proxies=$PROXIES conns=$CONNS load_share=$LOAD_SHARE rate=${RATE:-auto} safe=$SAFE"
+    echo "keys=$KEYS value_size=$VALUE_SIZE wave=$WAVE proxies=$PROXIES conns=$CONNS load_share=$LOAD_SHARE rate=${RATE:-auto} safe=$SAFE target_replica=$TARGET_REPLICA"
     echo "client cpu $CLIENT_CPU, server cpu $SERVER_CPU, dashboard cpu $DASHBOARD_CPU"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$R/env.txt"
@@ -128,7 +144,7 @@ ticks_of() { # pids...
     for p in "$@"; do t=$((t + $(cpu_ticks "$p"))); done
     echo "$t"
 }
-T_REDIS0=$(ticks_of "$R1_PID" "$R2_PID")
+T_REDIS0=$(ticks_of "$R1_PID" "$R2_PID" $R2R_PID)
 T_PROXY0=$(ticks_of "${PROXY_PIDS[@]}")
 T_DASH0=$(ticks_of "$DASHBOARD_PID")
 T_LOAD0=$(ticks_of "$LOAD_PID")
@@ -145,7 +161,7 @@ log "migration $MIG_ID started: $BODY"
 watch_migration "$MIG_ID" "$R/progress.tsv" "$MIGRATION_TIMEOUT" || true
 MIG_T1=$(date +%s%3N)
 cpu_mark after "$R/cpu.txt"
-T_REDIS1=$(ticks_of "$R1_PID" "$R2_PID")
+T_REDIS1=$(ticks_of "$R1_PID" "$R2_PID" $R2R_PID)
 T_PROXY1=$(ticks_of "${PROXY_PIDS[@]}")
 T_DASH1=$(ticks_of "$DASHBOARD_PID")
 T_LOAD1=$(ticks_of "$LOAD_PID")
