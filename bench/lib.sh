@@ -277,3 +277,34 @@ start_twemproxy() {
     check_alive "$TWEM_PID" nutcracker "$WORK_DIR/nutcracker.log"
     log "twemproxy on 127.0.0.1:$TWEM_PORT (pid $TWEM_PID)"
 }
+
+# ---------------------------------------------------------------- data-path tests
+# The tests of run.sh and stats-overhead.sh: test name -> pipeline depth,
+# requests per run (the caller's N_P1, N_P16, N_MULTI, MULTI_PIPELINE) and
+# redis-benchmark's command selection.
+MGET_ARGS=(MGET)
+for _ in $(seq 1 10); do MGET_ARGS+=("key:__rand_int__"); done
+
+test_pipeline() {
+    case $1 in
+    set_p1 | get_p1) echo 1 ;;
+    set_p16 | get_p16) echo 16 ;;
+    mset10 | mget10) echo "${MULTI_PIPELINE:-1}" ;;
+    *) die "unknown test $1" ;;
+    esac
+}
+test_requests() {
+    case $1 in
+    set_p1 | get_p1) echo "$N_P1" ;;
+    set_p16 | get_p16) echo "$N_P16" ;;
+    mset10 | mget10) echo "$N_MULTI" ;;
+    esac
+}
+test_command() { # prints one argument per line
+    case $1 in
+    set_*) printf '%s\n' -t set ;;
+    get_*) printf '%s\n' -t get ;;
+    mset10) printf '%s\n' -t mset ;; # redis-benchmark's "MSET (10 keys)"
+    mget10) printf '%s\n' "${MGET_ARGS[@]}" ;;
+    esac
+}

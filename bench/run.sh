@@ -44,33 +44,6 @@ CLK_TCK=$(getconf CLK_TCK)
 mkdir -p "$RESULTS_DIR"
 RAW=$RESULTS_DIR/raw.csv
 
-MGET_ARGS=(MGET)
-for _ in $(seq 1 10); do MGET_ARGS+=("key:__rand_int__"); done
-
-# test name -> "pipeline requests" and redis-benchmark's command selection.
-test_pipeline() {
-    case $1 in
-    set_p1 | get_p1) echo 1 ;;
-    set_p16 | get_p16) echo 16 ;;
-    mset10 | mget10) echo "$MULTI_PIPELINE" ;;
-    *) die "unknown test $1" ;;
-    esac
-}
-test_requests() {
-    case $1 in
-    set_p1 | get_p1) echo "$N_P1" ;;
-    set_p16 | get_p16) echo "$N_P16" ;;
-    mset10 | mget10) echo "$N_MULTI" ;;
-    esac
-}
-test_command() { # prints one argument per line
-    case $1 in
-    set_*) printf '%s\n' -t set ;;
-    get_*) printf '%s\n' -t get ;;
-    mset10) printf '%s\n' -t mset ;; # redis-benchmark's "MSET (10 keys)"
-    mget10) printf '%s\n' "${MGET_ARGS[@]}" ;;
-    esac
-}
 for t in $TESTS; do test_pipeline "$t" >/dev/null; done
 
 # ---------------------------------------------------------------- setup

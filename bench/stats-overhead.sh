@@ -35,27 +35,7 @@ need redis-benchmark redis-cli taskset python3 curl
 mkdir -p "$OUT"
 RAW=$OUT/raw.csv
 
-MGET_ARGS=(MGET)
-for _ in $(seq 1 10); do MGET_ARGS+=("key:__rand_int__"); done
-
-# test -> "pipeline requests", then redis-benchmark's command selection.
-test_shape() {
-    case $1 in
-    set_p1 | get_p1) echo "1 $N_P1" ;;
-    set_p16 | get_p16) echo "16 $N_P16" ;;
-    mset10 | mget10) echo "1 $N_MULTI" ;;
-    *) die "unknown test $1" ;;
-    esac
-}
-test_command() { # one argument per line
-    case $1 in
-    set_*) printf '%s\n' -t set ;;
-    get_*) printf '%s\n' -t get ;;
-    mset10) printf '%s\n' -t mset ;;
-    mget10) printf '%s\n' "${MGET_ARGS[@]}" ;;
-    esac
-}
-for t in $TESTS; do test_shape "$t" >/dev/null; done
+for t in $TESTS; do test_pipeline "$t" >/dev/null; done
 
 # On-CPU nanoseconds of every thread of a process.
 cpu_ns() {
@@ -86,8 +66,8 @@ log "prefill: $(python3 "$BENCH_DIR/prefill.py" "$OFF_PORT" "$KEYSPACE")"
 bench_once() { # mode test [requests] -> "requests rps cpu_ns"
     local mode=$1 test=$2 port pid pipeline n out c0 c1
     if [ "$mode" = on ]; then port=$ON_PORT pid=$ON_PID; else port=$OFF_PORT pid=$OFF_PID; fi
-    read -r pipeline n <<<"$(test_shape "$test")"
-    n=${3:-$n}
+    pipeline=$(test_pipeline "$test")
+    n=${3:-$(test_requests "$test")}
     local -a cmd
     mapfile -t cmd < <(test_command "$test")
     check_alive "$pid" "shardis-proxy ($mode)" "$WORK_DIR/proxy-$mode.log"

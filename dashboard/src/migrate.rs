@@ -1073,34 +1073,38 @@ async fn switch_slots_holding(
                 t.held_keys
                     .retain(|k| !slots.contains(&usize::from(shardis_topology::slot_of(k))));
             }
-            for key in hold {
-                if !t.held_keys.contains(key) {
-                    t.held_keys.push(key.clone());
-                }
-            }
+            add_held_keys(t, hold);
             Ok(())
         })
         .await?;
     Ok(t)
 }
 
-/// Adds (`hold`) or removes (`!hold`) held keys in one topology change.
-async fn set_held_keys(
-    state: &AppState,
-    keys: &[Vec<u8>],
-    hold: bool,
-) -> Result<Topology, AppError> {
+/// Adds `keys` to the held keys (each once).
+fn add_held_keys(t: &mut Topology, keys: &[Vec<u8>]) {
+    for key in keys {
+        if !t.held_keys.contains(key) {
+            t.held_keys.push(key.clone());
+        }
+    }
+}
+
+/// Holds `keys` (in migrating slots) in one topology change.
+async fn hold_keys(state: &AppState, keys: &[Vec<u8>]) -> Result<Topology, AppError> {
     let (t, ()) = state
         .change_topology(None, |t| {
-            if hold {
-                for key in keys {
-                    if !t.held_keys.contains(key) {
-                        t.held_keys.push(key.clone());
-                    }
-                }
-            } else {
-                t.held_keys.retain(|k| !keys.contains(k));
-            }
+            add_held_keys(t, keys);
+            Ok(())
+        })
+        .await?;
+    Ok(t)
+}
+
+/// Releases held `keys` in one topology change.
+async fn release_keys(state: &AppState, keys: &[Vec<u8>]) -> Result<Topology, AppError> {
+    let (t, ()) = state
+        .change_topology(None, |t| {
+            t.held_keys.retain(|k| !keys.contains(k));
             Ok(())
         })
         .await?;
@@ -1133,7 +1137,7 @@ async fn copy_held_keys(
         set_reason(state, id, None).await;
         // Released either way: on an error the key is still whole on the
         // source (its copy is only swapped in at the end).
-        set_held_keys(state, std::slice::from_ref(key), false).await?;
+        release_keys(state, std::slice::from_ref(key)).await?;
         let bytes = copied?;
         live.progress.keys.fetch_add(1, Ordering::Relaxed);
         live.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -1258,7 +1262,6 @@ async fn run_wave(
     } else {
         // Taken over with the slots migrating: keys a dashboard before held
         // are copied again (a copy is idempotent) and released.
-        let t = state.load().await?;
         big_first = t
             .held_keys
             .iter()
@@ -1500,7 +1503,7 @@ async fn move_big_key(
     key: &[u8],
 ) -> Result<(), AppError> {
     let slot = shardis_topology::slot_of(key);
-    let t = set_held_keys(state, &[key.to_vec()], true).await?;
+    let t = hold_keys(state, &[key.to_vec()]).await?;
     wait_barrier(
         state,
         id,
