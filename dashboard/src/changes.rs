@@ -336,9 +336,17 @@ mod tests {
         delete_group(&mut t, 3).unwrap();
         assert!(!t.groups.contains_key(&3));
         // A migration target counts as involved.
-        t.slots[150] = SlotState::Migrating { from: 2, to: 1 };
+        t.slots[150] = SlotState::Migrating {
+            from: 2,
+            to: 1,
+            safe: false,
+        };
         create_group(&mut t, 4).unwrap();
-        t.slots[150] = SlotState::Migrating { from: 2, to: 4 };
+        t.slots[150] = SlotState::Migrating {
+            from: 2,
+            to: 4,
+            safe: false,
+        };
         assert!(matches!(
             delete_group(&mut t, 4),
             Err(AppError::Conflict(_))
@@ -440,7 +448,11 @@ mod tests {
             Err(AppError::Conflict(_))
         ));
 
-        t.slots[150] = SlotState::Migrating { from: 2, to: 1 };
+        t.slots[150] = SlotState::Migrating {
+            from: 2,
+            to: 1,
+            safe: false,
+        };
         assert!(matches!(hold_group(&mut t, 1), Err(AppError::Conflict(_))));
         assert!(matches!(hold_group(&mut t, 9), Err(AppError::NotFound(_))));
     }

@@ -194,7 +194,7 @@ pub fn view(m: &Migration, t: &Topology, live: Option<&Live>) -> MigrationView {
             done += 1;
         }
         let key = match st {
-            SlotState::Migrating { from, to } => Some(("migrating", from, Some(to))),
+            SlotState::Migrating { from, to, .. } => Some(("migrating", from, Some(to))),
             SlotState::Held { group } => Some(("held", group, None)),
             SlotState::Normal { group } => Some(("normal", group, None)),
             SlotState::Unassigned => Some(("unassigned", 0, None)),
@@ -830,13 +830,13 @@ fn standing(m: &Migration, t: &Topology) -> Standing {
         match t.slot(s) {
             SlotState::Normal { group } if group == m.to_group => {}
             SlotState::Normal { group } => todo.entry(group).or_default().push(s),
-            SlotState::Migrating { from, to } if to == m.to_group => {
+            SlotState::Migrating { from, to, .. } if to == m.to_group => {
                 migrating.entry(from).or_default().push(s)
             }
             SlotState::Held { group } if group != m.to_group => {
                 held.entry(group).or_default().push(s)
             }
-            SlotState::Migrating { from, to } if from == m.to_group => {
+            SlotState::Migrating { from, to, .. } if from == m.to_group => {
                 back.entry(to).or_default().push(s)
             }
             other => odd.push((s, other)),
@@ -1185,7 +1185,11 @@ async fn run_wave(
         }
     };
     let held = SlotState::Held { group: source };
-    let migrating = SlotState::Migrating { from: source, to };
+    let migrating = SlotState::Migrating {
+        from: source,
+        to,
+        safe: m.safe,
+    };
     tracing::info!(id, slots = %text, source, to, ?phase, "wave");
 
     // Big keys of the wave known before it starts: held from the moment the
@@ -1377,7 +1381,7 @@ async fn run_wave(
 /// Moves a wave back to `back_to` from the migration's target. The slots
 /// are `held(back_to)` (after a barrier) or already `migrating(target,
 /// back_to)` (a dashboard that took over). Lost proxies are fenced on both
-/// masters, keys on both servers lose their stale copy at `back_to`, the
+/// masters, keys on both servers lose their stale copy on the target, the
 /// slots migrate back (proxies move on access the other way), and end
 /// `normal(back_to)` after a barrier: every slot wholly on one group.
 async fn finish_roll_back(
@@ -1390,7 +1394,11 @@ async fn finish_roll_back(
     let from = m.to_group;
     let text = format_ranges(slots.iter().copied());
     let held = SlotState::Held { group: back_to };
-    let reverse = SlotState::Migrating { from, to: back_to };
+    let reverse = SlotState::Migrating {
+        from,
+        to: back_to,
+        safe: m.safe,
+    };
     tracing::warn!(id, slots = %text, from, back_to, "rolling a wave back");
     loop {
         let attempt = async {
@@ -1406,7 +1414,7 @@ async fn finish_roll_back(
                 }
             }
             if slots.iter().any(|&s| t.slot(s) == held) {
-                let dropped = mover::drop_stale_copies(&state.servers, &away, &home, &set).await?;
+                let dropped = mover::drop_stale_copies(&state.servers, &home, &away, &set).await?;
                 if dropped > 0 {
                     tracing::warn!(id, dropped, "stale copies dropped before the roll-back");
                 }

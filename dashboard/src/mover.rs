@@ -10,13 +10,15 @@
 //! count and bytes, several batches in flight on one connection (the source
 //! runs them back to back), under the migration's rate limit.
 //!
-//! `BUSYKEY` means the key is already on the target: a move that failed half
-//! way (an I/O error or a timeout of an earlier `MIGRATE`, by the mover or a
-//! proxy) left a copy on both. The target held no key of these slots when the
-//! migration began (checked before it started) and nothing writes the source
-//! since, so the target's copy is at least as new, and the source's copy is
-//! deleted. Any other error stops the wave with that error (nothing is lost:
-//! a key is on the source, or on the target, or on both).
+//! Every `MIGRATE` replaces: a key that is on the target while it is still
+//! on the source was left there by a move that failed half way (an I/O error
+//! or a timeout of an earlier `MIGRATE`, by the mover or a proxy). The target
+//! held no key of these slots when the migration began (checked before it
+//! started), and no proxy touches the target's copy of a key while the key is
+//! on the source (proxies run a request on the source while all its keys are
+//! there, and write only there), so the source's copy is the latest one.
+//! Any error stops the wave with that error (nothing is lost: a key is on the
+//! source, or on the target, or on both, and then the source's copy counts).
 //!
 //! Safe mode copies (`MIGRATE COPY`), waits until every replica of the
 //! target has the data (replication offset), and only then deletes the
@@ -38,19 +40,22 @@ use crate::error::AppError;
 use crate::leadership::Leadership;
 use crate::servers::{split_addr, Servers};
 
-/// Keys per `SCAN` call: small enough that one call never stalls the source.
-const SCAN_COUNT: usize = 1000;
+/// Keys per `SCAN` call: small enough that one call never stalls the source
+/// (about 0.25 ms).
+const SCAN_COUNT: usize = 250;
 /// Bounds of one `MIGRATE` batch: both servers are blocked while it runs,
-/// so a request of a client that arrives meanwhile waits for it. 200 keys
-/// of 100 bytes take 2–4 ms on the source; larger batches do not move more
-/// keys per second (the source reads the target's replies one by one either
-/// way) but make those waits longer (`bench/migrate.sh`).
-const BATCH_KEYS: usize = 200;
-const BATCH_BYTES: u64 = 1 << 20;
-/// Batches in flight on the source connection: two, so that the source has
-/// the next batch at hand when one ends, and a client's request queues
-/// behind at most one.
-const IN_FLIGHT: usize = 2;
+/// so a request of a client that arrives meanwhile waits for it. 50 keys
+/// of 100 bytes take about 0.5 ms on the source; larger batches move only a
+/// little more per second (the source reads the target's replies one by one
+/// either way) but make those waits longer (`bench/migrate.sh`).
+const BATCH_KEYS: usize = 50;
+const BATCH_BYTES: u64 = 256 << 10;
+/// Batches in flight: one. The source runs a client's pipelined commands
+/// back to back, so a second batch queued behind the first would make a
+/// client's request wait for both; the scan runs on a connection of its
+/// own, so the source has at most one command of the mover's per
+/// connection at any time.
+const IN_FLIGHT: usize = 1;
 /// `MIGRATE`'s own per-I/O timeout (ms).
 const MIGRATE_TIMEOUT_MS: u64 = 10_000;
 /// How long a reply of the source may take (a queue of batches included).
@@ -72,8 +77,6 @@ pub struct Control {
 pub struct Progress {
     pub keys: AtomicU64,
     pub bytes: AtomicU64,
-    /// Keys found on both servers whose source copy was deleted.
-    pub busy_resolved: AtomicU64,
 }
 
 /// One wave to move.
@@ -211,8 +214,8 @@ pub async fn move_wave(
     progress: &Arc<Progress>,
 ) -> Result<Outcome, AppError> {
     let source = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
-    let mover = Arc::new(Mover::new(servers, wave, source.clone())?);
-    let mut scan_conn = source;
+    let mover = Arc::new(Mover::new(servers, wave, source)?);
+    let mut scan_conn = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
     let mut limiter = Limiter::new();
     let mut running: JoinSet<Result<(), AppError>> = JoinSet::new();
     let mut batch: Vec<Vec<u8>> = Vec::new();
@@ -329,7 +332,7 @@ async fn launch(
     let progress = progress.clone();
     running.spawn(async move {
         let n = keys.len() as u64;
-        mover.move_batch(keys, &progress).await?;
+        mover.move_batch(keys).await?;
         progress.keys.fetch_add(n, Ordering::Relaxed);
         progress.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
@@ -472,6 +475,7 @@ impl Mover {
         if copy {
             cmd.arg("COPY");
         }
+        cmd.arg("REPLACE");
         for a in &self.auth {
             cmd.arg(a);
         }
@@ -482,41 +486,28 @@ impl Mover {
         cmd
     }
 
-    /// `Ok(true)`: moved (or nothing to move); `Ok(false)`: `BUSYKEY`.
-    async fn migrate(&self, keys: &[Vec<u8>], copy: bool) -> Result<bool, AppError> {
+    async fn migrate(&self, keys: &[Vec<u8>], copy: bool) -> Result<(), AppError> {
         let mut conn = self.source.clone();
-        match self
-            .migrate_cmd(keys, copy)
+        self.migrate_cmd(keys, copy)
             .query_async::<Value>(&mut conn)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.to_string().contains("BUSYKEY") => Ok(false),
-            Err(e) => Err(AppError::Server(format!(
-                "MIGRATE from {} to {} failed: {e}",
-                self.source_addr, self.target_addr
-            ))),
-        }
+            .map(|_| ())
+            .map_err(|e| {
+                AppError::Server(format!(
+                    "MIGRATE from {} to {} failed: {e}",
+                    self.source_addr, self.target_addr
+                ))
+            })
     }
 
-    async fn move_batch(&self, keys: Vec<Vec<u8>>, progress: &Progress) -> Result<(), AppError> {
+    async fn move_batch(&self, keys: Vec<Vec<u8>>) -> Result<(), AppError> {
         let copy = self.safe;
-        let all_ok = match self.migrate(&keys, copy).await {
-            Ok(ok) => ok,
+        if let Err(e) = self.migrate(&keys, copy).await {
             // An I/O error or timeout between the servers: each key is on
-            // the source, the target or both; sort it out key by key.
-            Err(e) => {
-                tracing::warn!("{e}; retrying the batch key by key");
-                false
-            }
-        };
-        if !all_ok {
+            // the source, the target or both; once more, key by key.
+            tracing::warn!("{e}; retrying the batch key by key");
             for key in &keys {
-                if !self.migrate(std::slice::from_ref(key), copy).await? && !copy {
-                    // On both servers: the target's copy is the newer one.
-                    self.delete_on_source(std::slice::from_ref(key)).await?;
-                    progress.busy_resolved.fetch_add(1, Ordering::Relaxed);
-                }
+                self.migrate(std::slice::from_ref(key), copy).await?;
             }
         }
         if copy {
@@ -661,13 +652,9 @@ pub async fn copy_big_key(
     }
     // Leftovers of an interrupted copy.
     query::<Value>(&mut dst, d_addr, redis::cmd("UNLINK").arg(&tmp), "UNLINK").await?;
-    let exists: i64 = query(&mut dst, d_addr, redis::cmd("EXISTS").arg(key), "EXISTS").await?;
-    if exists == 1 {
-        // A MIGRATE that failed half way put it there: the target's copy is
-        // the newer (see the module docs).
-        query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
-        return Ok(0);
-    }
+    // A copy of the key already on the target (a MIGRATE that failed half
+    // way) is older than the source's (see the module docs): the copy
+    // replaces it.
     // Each chunk is written to the target while the next is read.
     let mut writer = ChunkWriter {
         conn: dst.clone(),
@@ -766,8 +753,7 @@ pub async fn copy_big_key(
             // A stream or a module type: one MIGRATE (the stall a plain
             // MIGRATE would have anyway).
             let mover = Mover::new(servers, wave, src.clone())?;
-            let progress = Progress::default();
-            mover.move_batch(vec![key.to_vec()], &progress).await?;
+            mover.move_batch(vec![key.to_vec()]).await?;
             return Ok(size.unwrap_or(0));
         }
     }
@@ -776,7 +762,13 @@ pub async fn copy_big_key(
     let left = if pttl >= 0 {
         let left = pttl - started.elapsed().as_millis() as i64;
         if left <= 0 {
-            query::<Value>(&mut dst, d_addr, redis::cmd("UNLINK").arg(&tmp), "UNLINK").await?;
+            query::<Value>(
+                &mut dst,
+                d_addr,
+                redis::cmd("UNLINK").arg(&tmp).arg(key),
+                "UNLINK",
+            )
+            .await?;
             query::<Value>(&mut src, s_addr, redis::cmd("UNLINK").arg(key), "UNLINK").await?;
             return Ok(0);
         }
@@ -800,11 +792,12 @@ pub async fn copy_big_key(
     Ok(size.unwrap_or(0))
 }
 
-/// Before a roll-back moves keys `keep → drop`'s way back: every key of
-/// `slots` that is on both servers loses its copy on `drop` (the forward
-/// move's rule: the copy on the forward target, `keep`, is the newer one).
-/// Afterwards no key is on both, which is what the roll-back's own
-/// `BUSYKEY` rule needs. How many copies were dropped.
+/// Before a roll-back moves keys from `drop` (the forward move's target)
+/// back to `keep` (its source): every key of `slots` that is on both
+/// servers loses its copy on `drop` (the forward move's rule: while a key is
+/// on the source, the source's copy is the latest). Afterwards no key is on
+/// both, so the roll-back starts from a clean state. How many copies were
+/// dropped.
 pub async fn drop_stale_copies(
     servers: &Servers,
     keep: &str,

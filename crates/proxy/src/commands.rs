@@ -79,6 +79,45 @@ pub enum Route {
     Refused(&'static str),
 }
 
+/// See [`Command::runs_in_script`].
+const SCRIPT_SAFE_WRITES: &[&str] = &[
+    "set",
+    "setnx",
+    "setex",
+    "psetex",
+    "getset",
+    "getdel",
+    "getex",
+    "append",
+    "setrange",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "persist",
+    "hset",
+    "hsetnx",
+    "hmset",
+    "hdel",
+    "lpush",
+    "rpush",
+    "lpushx",
+    "rpushx",
+    "lpop",
+    "rpop",
+    "lset",
+    "lrem",
+    "ltrim",
+    "linsert",
+    "rpoplpush",
+    "lmove",
+    "sadd",
+    "srem",
+    "smove",
+    "zrem",
+    "pfadd",
+];
+
 /// Command flags.
 pub const WRITE: u16 = 1;
 pub const READONLY: u16 = 2;
@@ -105,6 +144,18 @@ impl Command {
     /// Reads keys and changes nothing.
     pub fn is_read_only(&self) -> bool {
         self.flags & READONLY != 0 && self.flags & WRITE == 0
+    }
+
+    /// A write that may run inside a Lua script on a migrating slot's source
+    /// with its reply unchanged: it never blocks, and every reply it can give
+    /// (in RESP2 and RESP3 alike) is a status, an error, a bulk string, a
+    /// null, an integer far below 2^53 (Lua numbers are doubles: `INCR` is
+    /// not here) or a flat array of bulk strings, all of which pass through
+    /// Lua exactly.
+    pub fn runs_in_script(&self) -> bool {
+        self.is_write()
+            && matches!(self.route, Route::Slot)
+            && SCRIPT_SAFE_WRITES.contains(&self.name)
     }
 
     /// Fewest arguments (name included) needed to locate the keys.
@@ -595,6 +646,20 @@ pub fn arity_error(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_safe_writes_are_single_slot_writes_of_the_table() {
+        for name in SCRIPT_SAFE_WRITES {
+            let cmd = table().lookup(name.as_bytes()).unwrap();
+            assert!(cmd.runs_in_script(), "{name}");
+        }
+        for name in [
+            "incr", "incrby", "hincrby", "zadd", "spop", "blpop", "del", "get", "eval",
+        ] {
+            let cmd = table().lookup(name.as_bytes()).unwrap();
+            assert!(!cmd.runs_in_script(), "{name}");
+        }
+    }
 
     fn positions(name: &str, args: &[&str]) -> Result<Vec<usize>, String> {
         let cmd = table().lookup(name.as_bytes()).unwrap();

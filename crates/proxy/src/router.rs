@@ -28,12 +28,15 @@ pub enum SlotRoute {
     /// The slot is held: wait for the next topology, bounded by the hold
     /// timeout.
     Wait,
-    /// Keys are moving from `from`'s master to `to`'s: a request first moves
-    /// the keys it touches, then runs on `to`.
+    /// Keys are moving from `from`'s master to `to`'s: a request runs on
+    /// `from` while all its keys are there (writes only if
+    /// `writes_on_source`), else it moves them and runs on `to`.
     Migrating {
         from: Arc<Server>,
         to: Arc<Server>,
         to_group: GroupId,
+        /// False in the mover's safe mode: writes move their keys first.
+        writes_on_source: bool,
     },
     /// No group owns this slot.
     Unassigned,
@@ -226,7 +229,7 @@ impl Router {
                     .cloned()
                     .unwrap_or(SlotRoute::NoMaster { group }),
                 SlotState::Held { .. } => SlotRoute::Wait,
-                SlotState::Migrating { from, to } => {
+                SlotState::Migrating { from, to, safe } => {
                     match (group_route.get(&from), group_route.get(&to)) {
                         (
                             Some(SlotRoute::Serve { server: f, .. }),
@@ -235,6 +238,7 @@ impl Router {
                             from: f.clone(),
                             to: t.clone(),
                             to_group: to,
+                            writes_on_source: !safe,
                         },
                         (Some(SlotRoute::Serve { .. }), _) => SlotRoute::NoMaster { group: to },
                         _ => SlotRoute::NoMaster { group: from },

@@ -326,8 +326,38 @@ pub(crate) struct Move {
     to: Arc<Server>,
     slot: u16,
     to_group: u32,
+    /// The request's distinct keys in migrating slots of this source.
     keys: Vec<Bytes>,
+    /// Writes whose keys are all on the source may run there.
+    writes_on_source: bool,
 }
+
+/// What a migrating slot's source said of a request tried there.
+enum OnSource {
+    /// It ran there (all its keys were there): the reply.
+    Answered(Bytes),
+    /// None of its keys is on the source, and none can appear there while
+    /// the slot migrates: it runs on the target without a move.
+    Absent,
+    /// Some of its keys are there, or the try failed: move them first.
+    Move,
+}
+
+/// Runs a write on a migrating slot's source if, and only if, every key is
+/// still there (one atomic step; `KEYS` are the distinct keys, `ARGV` the
+/// command). The command's own errors come back prefixed, so they are told
+/// apart from errors of the script itself (`NOPERM`, `BUSY`, …), after which
+/// the proxy moves the keys instead.
+const WRITE_SCRIPT: &str = "local n = 0
+for i = 1, #KEYS do n = n + redis.call('EXISTS', KEYS[i]) end
+if n ~= #KEYS then return redis.error_reply('SHARDIS_MISSING ' .. n) end
+local r = redis.pcall(unpack(ARGV))
+if type(r) == 'table' and r.err then return redis.error_reply('SHARDIS_ERR ' .. r.err) end
+return r";
+
+/// Longest command run through [`WRITE_SCRIPT`] (Lua's `unpack` has a stack
+/// limit; longer ones move their keys).
+const SCRIPT_MAX_ARGS: usize = 1000;
 
 /// How long a move-on-access MIGRATE may wait on each I/O step (Redis's
 /// MIGRATE timeout is per operation, not for the whole call).
@@ -661,15 +691,31 @@ impl Session {
         // Everything routed before this request goes first, in order.
         self.dispatch(plan).await;
         let command = req.name().and_then(|n| commands::table().lookup(n));
+        let mut on_source = OnSource::Move;
         if let (Some(command), [mv]) = (command, moves.as_slice()) {
-            if command.is_read_only() && matches!(command.route, Route::Slot) {
-                if let Some(reply) = Box::pin(self.read_on_source(mv, req)).await {
-                    plan.local(command.index, reply);
-                    return Step::Done;
+            if matches!(command.route, Route::Slot) && self.keys_all_in_slot(command, req, mv.slot)
+            {
+                if command.is_read_only() {
+                    on_source = Box::pin(self.read_on_source(mv, req)).await;
+                } else if mv.writes_on_source
+                    && command.runs_in_script()
+                    && req.args.len() <= SCRIPT_MAX_ARGS
+                {
+                    on_source = Box::pin(self.write_on_source(mv, req)).await;
                 }
+            }
+            if let OnSource::Answered(reply) = on_source {
+                self.shared.stats.record_slot(mv.slot);
+                plan.local(command.index, reply);
+                return Step::Done;
             }
         }
         let cmd = command.map_or(usize::MAX, |c| c.index);
+        let moves = if matches!(on_source, OnSource::Absent) {
+            Vec::new()
+        } else {
+            moves
+        };
         for mv in &moves {
             // Boxed: a rare path whose future would otherwise be part of every
             // session's, idle ones included.
@@ -684,19 +730,30 @@ impl Session {
         step
     }
 
+    /// Every key of a single-slot request is in `slot` (a request across
+    /// slots is refused by the usual routing instead).
+    fn keys_all_in_slot(&mut self, cmd: &Command, req: &Request, slot: u16) -> bool {
+        let mut keys = std::mem::take(&mut self.keys);
+        let all = commands::key_positions(cmd, &req.args, &mut keys).is_ok()
+            && keys
+                .iter()
+                .all(|&pos| req.args.get(pos).is_some_and(|k| slot_of(k) == slot));
+        self.keys = keys;
+        all
+    }
+
     /// A read whose keys are all still on the source is answered there,
     /// without moving them: `MULTI`, `EXISTS` of the keys, the command,
     /// `EXEC`, on the session's own connection to the source (after every
     /// earlier request of this client there). While a key of a migrating slot
-    /// is on the source, the source's copy is the latest one: a write moves
-    /// the key away first (a `MIGRATE` deletes the source's copy in the same
-    /// step that the target acknowledges it), and nothing writes a migrating
-    /// slot on the source, so reading it there is as fresh as moving it first
-    /// and costs the source a fraction of a `MIGRATE` (most of which is the
-    /// synchronous round trip to the target, during which the source serves
-    /// nobody). `None` (the key moved, is missing, or anything failed): the
-    /// caller moves the keys and runs the command on the target as usual.
-    async fn read_on_source(&mut self, mv: &Move, req: &Request) -> Option<Bytes> {
+    /// is on the source, the source's copy is the latest one: writes run
+    /// there while all their keys are there (see [`Self::write_on_source`]),
+    /// and otherwise move the keys first (a `MIGRATE` deletes the source's
+    /// copy in the same step that the target acknowledges it). So reading
+    /// it there is as fresh as moving it first, and costs the source a
+    /// fraction of a `MIGRATE` (most of which is the synchronous round trip
+    /// to the target, during which the source serves nobody).
+    async fn read_on_source(&mut self, mv: &Move, req: &Request) -> OnSource {
         let mut payload = BytesMut::with_capacity(req.raw.len() + 64);
         shardis_resp::encode_command(&mut payload, [b"MULTI".as_slice()].iter());
         let mut exists: Vec<&[u8]> = Vec::with_capacity(mv.keys.len() + 1);
@@ -705,16 +762,75 @@ impl Session {
         shardis_resp::encode_command(&mut payload, exists.iter());
         payload.extend_from_slice(&req.raw);
         shardis_resp::encode_command(&mut payload, [b"EXEC".as_slice()].iter());
-        let replies = mv
-            .from
-            .conn(self.proto, self.id)
-            .request(&payload, 4)
-            .await
-            .ok()?;
-        let parts = shardis_resp::array_elements(replies.get(3)?)?;
-        let [present, reply] = <[Bytes; 2]>::try_from(parts).ok()?;
-        // The keys are distinct (collect_moves): all there, or move them.
-        (reply_integer(&present)? == i64::try_from(mv.keys.len()).ok()?).then_some(reply)
+        let Ok(replies) = mv.from.conn(self.proto, self.id).request(&payload, 4).await else {
+            return OnSource::Move;
+        };
+        let Some([present, reply]) = replies
+            .get(3)
+            .and_then(shardis_resp::array_elements)
+            .and_then(|parts| <[Bytes; 2]>::try_from(parts).ok())
+        else {
+            return OnSource::Move;
+        };
+        // The keys are distinct (collect_moves): all there, none, or some.
+        match reply_integer(&present) {
+            Some(n) if usize::try_from(n).ok() == Some(mv.keys.len()) => OnSource::Answered(reply),
+            Some(0) => OnSource::Absent,
+            _ => OnSource::Move,
+        }
+    }
+
+    /// A write whose keys are all still on the source runs there, in one
+    /// atomic step with the check ([`WRITE_SCRIPT`]), instead of moving its
+    /// keys with a `MIGRATE` (which blocks the source for a round trip to
+    /// the target). Nothing is created on the source this way: a key that
+    /// is not there is not written there, so a key of a migrating slot
+    /// that has left the source never comes back, and the mover's one scan
+    /// still finds every key. The source's copy of a key stays the latest
+    /// while the key is there; a copy that a half-failed `MIGRATE` left on
+    /// the target is older, which is why every `MIGRATE` replaces.
+    ///
+    /// Only commands whose replies pass through Lua unchanged come here
+    /// ([`Command::runs_in_script`]); the script's answer is the command's
+    /// own reply, except that its errors come back as `SHARDIS_ERR <error>`
+    /// (restored here) and that missing keys come back as `SHARDIS_MISSING
+    /// <how many were there>`. Not in the mover's safe mode, which deletes
+    /// the source's copies after copying them.
+    async fn write_on_source(&mut self, mv: &Move, req: &Request) -> OnSource {
+        let numkeys = mv.keys.len().to_string();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(3 + mv.keys.len() + req.args.len());
+        args.extend([
+            b"EVAL".as_slice(),
+            WRITE_SCRIPT.as_bytes(),
+            numkeys.as_bytes(),
+        ]);
+        args.extend(mv.keys.iter().map(|k| k.as_ref()));
+        args.extend(req.args.iter().map(|a| a.as_ref()));
+        let mut payload = BytesMut::with_capacity(req.raw.len() + WRITE_SCRIPT.len() + 64);
+        shardis_resp::encode_command(&mut payload, args.iter());
+        let Ok(mut replies) = mv.from.conn(self.proto, self.id).request(&payload, 1).await else {
+            return OnSource::Move;
+        };
+        let reply = replies.pop().unwrap_or_default();
+        if let Some(rest) = reply.strip_prefix(b"-SHARDIS_ERR ") {
+            let mut out = BytesMut::with_capacity(rest.len() + 1);
+            out.extend_from_slice(b"-");
+            out.extend_from_slice(rest);
+            return OnSource::Answered(out.freeze());
+        }
+        if reply.as_ref() == b"-SHARDIS_MISSING 0\r\n" {
+            return OnSource::Absent;
+        }
+        if reply.first() == Some(&b'-') {
+            // Some keys missing, or the script itself failed: nothing ran.
+            return OnSource::Move;
+        }
+        if reply.as_ref() == b"#f\r\n" {
+            // A null through Lua is `false`; none of these commands answers
+            // a boolean, so it was a null.
+            return OnSource::Answered(Bytes::from_static(b"_\r\n"));
+        }
+        OnSource::Answered(reply)
     }
 
     /// `MIGRATE` of the request's keys from the source to the target master.
@@ -732,6 +848,12 @@ impl Session {
             b"0",
             MIGRATE_TIMEOUT_MS.as_bytes(),
         ];
+        if mv.writes_on_source {
+            // A copy on the target of a key that is still on the source is
+            // left over from a half-failed move, and older than the source's
+            // (which writes may have changed since): replace it.
+            args.push(b"REPLACE");
+        }
         // AUTH/AUTH2 are the target's credentials: the source connects to it.
         match (&config.backend_user, &config.backend_password) {
             (Some(user), Some(pw)) => {
@@ -744,10 +866,9 @@ impl Session {
         args.extend(mv.keys.iter().map(|k| k.as_ref()));
         let mut payload = BytesMut::new();
         shardis_resp::encode_command(&mut payload, args.iter());
-        // `BUSYKEY`: a copy is on both servers for a moment (the mover's safe
-        // mode between its copy and its delete, or a half-failed move the
-        // mover is sorting out). Wait a little for it rather than fail the
-        // client at once.
+        // `BUSYKEY` (safe mode only): a copy is on both servers for a moment,
+        // between the mover's copy and its delete. Wait a little for it
+        // rather than fail the client at once.
         let mut backoff = [2u64, 5, 10, 20, 40, 80].into_iter();
         loop {
             // The session's own connection to the source: the MIGRATE runs
@@ -822,7 +943,13 @@ impl Session {
                     continue;
                 };
                 let slot = slot_of(key);
-                if let SlotRoute::Migrating { from, to, to_group } = table.route(slot) {
+                if let SlotRoute::Migrating {
+                    from,
+                    to,
+                    to_group,
+                    writes_on_source,
+                } = table.route(slot)
+                {
                     match moves
                         .iter_mut()
                         .find(|m| Arc::ptr_eq(&m.from, from) && Arc::ptr_eq(&m.to, to))
@@ -838,6 +965,7 @@ impl Session {
                             slot,
                             to_group: *to_group,
                             keys: vec![key.clone()],
+                            writes_on_source: *writes_on_source,
                         }),
                     }
                 }

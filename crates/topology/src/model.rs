@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::SLOT_COUNT;
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// A group's id: a small positive number chosen by the operator (0 is never a group).
 pub type GroupId = u32;
 
@@ -28,13 +32,19 @@ pub enum SlotState {
     /// set before a slot's owner changes, so that no proxy still has a request for
     /// it in flight when the change happens.
     Held { group: GroupId },
-    /// Keys are moving from `from` to `to`. Until migration-on-access exists a
-    /// proxy treats this like `Held`.
+    /// Keys are moving from `from` to `to`: a proxy answers a request on the
+    /// source while all its keys are still there, and otherwise moves them to
+    /// the target first.
     Migrating {
         #[serde(rename = "source")]
         from: GroupId,
         #[serde(rename = "target")]
         to: GroupId,
+        /// The mover's safe mode: it copies, waits for the target's
+        /// replicas, then deletes on the source, so proxies must not write
+        /// on the source meanwhile (they move keys before writing).
+        #[serde(default, skip_serializing_if = "is_false")]
+        safe: bool,
     },
 }
 
@@ -54,7 +64,7 @@ impl SlotState {
         let (a, b) = match *self {
             SlotState::Unassigned => (None, None),
             SlotState::Normal { group } | SlotState::Held { group } => (Some(group), None),
-            SlotState::Migrating { from, to } => (Some(from), Some(to)),
+            SlotState::Migrating { from, to, .. } => (Some(from), Some(to)),
         };
         a.into_iter().chain(b)
     }
@@ -166,7 +176,7 @@ impl Topology {
             }
         }
         for (slot, state) in self.slots.iter().enumerate() {
-            if let SlotState::Migrating { from, to } = state {
+            if let SlotState::Migrating { from, to, .. } = state {
                 if from == to {
                     return Err(TopologyError::SelfMigration(slot));
                 }
@@ -309,7 +319,10 @@ impl fmt::Display for SlotState {
             SlotState::Unassigned => write!(f, "unassigned"),
             SlotState::Normal { group } => write!(f, "normal({group})"),
             SlotState::Held { group } => write!(f, "held({group})"),
-            SlotState::Migrating { from, to } => write!(f, "migrating({from}->{to})"),
+            SlotState::Migrating { from, to, safe } => {
+                let mode = if *safe { ", safe" } else { "" };
+                write!(f, "migrating({from}->{to}{mode})")
+            }
         }
     }
 }
@@ -442,8 +455,17 @@ mod tests {
         for s in 512..1024 {
             t.slots[s] = SlotState::Normal { group: 2 };
         }
-        t.slots[600] = SlotState::Migrating { from: 2, to: 1 };
+        t.slots[600] = SlotState::Migrating {
+            from: 2,
+            to: 1,
+            safe: false,
+        };
         t.slots[601] = SlotState::Held { group: 2 };
+        t.slots[602] = SlotState::Migrating {
+            from: 2,
+            to: 1,
+            safe: true,
+        };
         t
     }
 
@@ -455,6 +477,9 @@ mod tests {
         assert!(json.len() < 600, "{json}");
         let back: Topology = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
+        // Safe mode is written only where it is on; documents without it load.
+        assert_eq!(json.matches("\"safe\":true").count(), 1, "{json}");
+        assert!(!json.contains("\"safe\":false"), "{json}");
     }
 
     #[test]
@@ -468,6 +493,7 @@ mod tests {
         t.slots[slot] = SlotState::Migrating {
             from: groups[0],
             to: groups[1],
+            safe: false,
         };
         assert_eq!(t.validate(), Ok(()));
         let json = serde_json::to_string(&t).unwrap();

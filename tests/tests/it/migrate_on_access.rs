@@ -1,7 +1,9 @@
 //! Move on access: in a `migrating(from, to)` slot a proxy first moves the
 //! keys a command touches (`MIGRATE … KEYS …` on the source), then runs the
 //! command on the target; a failed move answers an error and runs nothing.
-//! A read whose keys are all still on the source is answered there instead.
+//! A read whose keys are all still on the source is answered there instead,
+//! and so is a write whose reply passes through Lua unchanged (not in the
+//! mover's safe mode).
 
 use std::thread;
 
@@ -10,9 +12,17 @@ use shardis_topology::{slot_of, SlotState};
 
 /// A cluster with `slots` of group 1 migrating to group 2.
 fn migrating(cluster: &Cluster, slots: &[usize]) {
+    migrating_in(cluster, slots, false);
+}
+
+fn migrating_in(cluster: &Cluster, slots: &[usize], safe: bool) {
     let v = cluster.set_slots(
         slots.iter().copied(),
-        SlotState::Migrating { from: 1, to: 2 },
+        SlotState::Migrating {
+            from: 1,
+            to: 2,
+            safe,
+        },
     );
     cluster.wait_applied(v);
 }
@@ -28,17 +38,18 @@ fn writing_a_key_moves_it_with_its_ttl() {
     let cluster = Cluster::builder().groups(2).build();
     let (key, slot) = group1_slot(&cluster, "moa:");
     let mut c = cluster.conn(0);
-    assert_eq!(c.cmd_text(&["SET", &key, "v", "EX", "1000"]), "+OK\r\n");
+    assert_eq!(c.cmd_text(&["SET", &key, "1", "EX", "1000"]), "+OK\r\n");
     assert!(cluster.group_master(1).exists(&key));
     migrating(&cluster, &[slot]);
 
-    assert_eq!(c.cmd_text(&["APPEND", &key, "w"]), ":2\r\n");
+    // INCR does not run on the source (its reply would go through Lua).
+    assert_eq!(c.cmd_text(&["INCR", &key]), ":2\r\n");
     assert!(!cluster.group_master(1).exists(&key), "left on the source");
     assert!(cluster.group_master(2).exists(&key), "not on the target");
     let ttl = String::from_utf8(cluster.group_master(2).cmd(&["TTL", key.as_str()])).unwrap();
     let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap();
     assert!((990..=1000).contains(&ttl), "ttl {ttl}");
-    assert_eq!(c.cmd_text(&["GET", &key]), "$2\r\nvw\r\n");
+    assert_eq!(c.cmd_text(&["GET", &key]), "$1\r\n2\r\n");
 }
 
 #[test]
@@ -88,19 +99,17 @@ fn reads_of_keys_still_on_the_source_are_answered_there_without_a_move() {
     assert!(!source.exists(&missing) && !target.exists(&missing));
 
     // Once a write moved a key, reads see the write (from the target).
-    assert_eq!(c.cmd_text(&["SET", &s, "w"]), "+OK\r\n");
-    assert!(!source.exists(&s) && target.exists(&s));
-    assert_eq!(c.cmd_text(&["GET", &s]), "$1\r\nw\r\n");
+    // (HINCRBY moves its key: integer replies through Lua could lose digits.)
     // A pipeline: write, then read, of a key still on the source.
-    c.send(&["HSET", &h, "f", "2"]);
+    c.send(&["HINCRBY", &h, "f", "1"]);
     c.send(&["HGET", &h, "f"]);
-    assert_eq!(String::from_utf8(c.read_raw()).unwrap(), ":0\r\n");
+    assert_eq!(String::from_utf8(c.read_raw()).unwrap(), ":2\r\n");
     assert_eq!(String::from_utf8(c.read_raw()).unwrap(), "$1\r\n2\r\n");
     assert!(!source.exists(&h) && target.exists(&h));
 
     // A multi-key read with one key moved and one not: both move, and the
     // command runs on the target.
-    assert_eq!(c.cmd_text(&["SADD", &b, "w"]), ":1\r\n");
+    assert_eq!(c.cmd_text(&["SINTERSTORE", &b, &b]), ":2\r\n");
     assert!(source.exists(&a) && target.exists(&b));
     assert_eq!(c.cmd_text(&["SINTERCARD", "2", &a, &b]), ":1\r\n");
     assert!(!source.exists(&a) && target.exists(&a));
@@ -173,8 +182,114 @@ fn fan_out_commands_span_migrating_and_normal_slots() {
     assert_eq!(c.cmd_text(&del), ":10\r\n");
 }
 
-/// A key on both servers (what a MIGRATE that failed half-way leaves) makes
-/// the move fail with BUSYKEY: the client gets an error and nothing runs.
+/// Writes of keys still on the source run there, atomically with the check
+/// that every key is there, and answer exactly what Redis answers, in RESP2
+/// and RESP3; keys not there are written on the target; safe mode moves
+/// keys before writing them.
+#[test]
+fn writes_of_keys_still_on_the_source_run_there_with_their_own_replies() {
+    let cluster = Cluster::builder().groups(2).build();
+    let (_, slot) = group1_slot(&cluster, "wos:");
+    let tag = shardis_tests::tag_in_slot(slot);
+    let k = |name: &str| format!("{{{tag}}}{name}");
+    let mut c = cluster.conn(0);
+    for (name, value) in [
+        ("s2", "v"),
+        ("s3", "v"),
+        ("n", "9007199254740993"),
+        ("safe", "v"),
+    ] {
+        assert_eq!(c.cmd_text(&["SET", &k(name), value]), "+OK\r\n");
+    }
+    assert_eq!(c.cmd_text(&["RPUSH", &k("l"), "a", "b", "c"]), ":3\r\n");
+    assert_eq!(c.cmd_text(&["RPUSH", &k("m"), "z"]), ":1\r\n");
+    migrating(&cluster, &[slot]);
+    let (source, target) = (cluster.group_master(1), cluster.group_master(2));
+
+    let mut c3 = cluster.conn(0);
+    assert!(c3.cmd_text(&["HELLO", "3"]).starts_with('%'));
+    for (conn, s, null) in [(&mut c, k("s2"), "$-1\r\n"), (&mut c3, k("s3"), "_\r\n")] {
+        assert_eq!(conn.cmd_text(&["SET", &s, "w"]), "+OK\r\n");
+        assert_eq!(conn.cmd_text(&["SET", &s, "x", "NX"]), null);
+        assert_eq!(conn.cmd_text(&["SET", &s, "y", "GET"]), "$1\r\nw\r\n");
+        assert_eq!(conn.cmd_text(&["APPEND", &s, "z"]), ":2\r\n");
+        assert_eq!(
+            conn.cmd_text(&["LPUSH", &s, "e"]),
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+        );
+        assert_eq!(conn.cmd_text(&["EXPIRE", &s, "1000"]), ":1\r\n");
+        assert_eq!(conn.cmd_text(&["GET", &s]), "$2\r\nyz\r\n");
+        assert!(source.exists(&s) && !target.exists(&s), "{s} moved");
+    }
+    assert_eq!(
+        c.cmd_text(&["LPOP", &k("l"), "2"]),
+        "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
+    assert_eq!(
+        c3.cmd_text(&["LMOVE", &k("l"), &k("m"), "LEFT", "RIGHT"]),
+        "$1\r\nc\r\n"
+    );
+    assert!(source.exists(&k("m")) && !target.exists(&k("m")));
+    // The last element popped: the key is gone from the source, and stays
+    // gone (nothing is created there).
+    assert!(!source.exists(&k("l")) && !target.exists(&k("l")));
+    assert_eq!(c.cmd_text(&["RPUSH", &k("l"), "again"]), ":1\r\n");
+    assert!(!source.exists(&k("l")) && target.exists(&k("l")));
+    // An integer reply Lua could not carry exactly: the key moves instead.
+    assert_eq!(
+        c.cmd_text(&["INCRBY", &k("n"), "0"]),
+        ":9007199254740993\r\n"
+    );
+    assert!(!source.exists(&k("n")) && target.exists(&k("n")));
+    // A key written on the source and then moved keeps what was written.
+    assert_eq!(
+        c.cmd_text(&["INCRBYFLOAT", &k("m"), "1"]).get(..11),
+        Some("-WRONGTYPE ")
+    );
+    assert!(!source.exists(&k("m")) && target.exists(&k("m")));
+    assert_eq!(
+        c.cmd_text(&["LRANGE", &k("m"), "0", "-1"]),
+        "*2\r\n$1\r\nz\r\n$1\r\nc\r\n"
+    );
+
+    // Safe mode: the mover deletes the source's copies after copying them,
+    // so a write moves its key first.
+    let safe_key = k("safe");
+    assert!(source.exists(&safe_key));
+    migrating_in(&cluster, &[slot], true);
+    assert_eq!(c.cmd_text(&["SET", &safe_key, "w"]), "+OK\r\n");
+    assert!(!source.exists(&safe_key) && target.exists(&safe_key));
+}
+
+/// A key on both servers (what a MIGRATE that failed half-way leaves) while
+/// the slot migrates: the source's copy is the latest, so it is the one
+/// read, written, and finally moved over the target's.
+#[test]
+fn a_key_left_on_both_servers_counts_on_the_source() {
+    let cluster = Cluster::builder().groups(2).build();
+    let (key, slot) = group1_slot(&cluster, "both:");
+    cluster.group_master(1).cmd(&["SET", key.as_str(), "1"]);
+    cluster.group_master(2).cmd(&["SET", key.as_str(), "stale"]);
+    migrating(&cluster, &[slot]);
+    let mut c = cluster.conn(0);
+    assert_eq!(c.cmd_text(&["GET", &key]), "$1\r\n1\r\n");
+    assert_eq!(c.cmd_text(&["SET", &key, "5"]), "+OK\r\n");
+    assert_eq!(
+        cluster.group_master(2).cmd(&["GET", key.as_str()]),
+        b"$5\r\nstale\r\n"
+    );
+    // INCR moves the key (replacing the stale copy), then runs.
+    assert_eq!(c.cmd_text(&["INCR", &key]), ":6\r\n");
+    assert!(!cluster.group_master(1).exists(&key));
+    assert_eq!(
+        cluster.group_master(2).cmd(&["GET", key.as_str()]),
+        b"$1\r\n6\r\n"
+    );
+}
+
+/// In safe mode a key on both servers is the mover's copy waiting for its
+/// delete: a write's move answers BUSYKEY, and after a short wait the
+/// client gets an error and nothing runs.
 #[test]
 fn a_failed_move_answers_an_error_and_runs_nothing() {
     let cluster = Cluster::builder().groups(2).build();
@@ -185,7 +300,7 @@ fn a_failed_move_answers_an_error_and_runs_nothing() {
     cluster
         .group_master(2)
         .cmd(&["SET", key.as_str(), "target"]);
-    migrating(&cluster, &[slot]);
+    migrating_in(&cluster, &[slot], true);
     let mut c = cluster.conn(0);
     let reply = c.cmd_text(&["SET", &key, "client"]);
     assert!(
