@@ -136,7 +136,7 @@ start_migration() { # body
     api POST /api/v1/migrations "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }
 
-# watch_migration ID TSV TIMEOUT_S: polls every POLL_S (0.2 s) until the
+# watch_migration ID TSV TIMEOUT_S: polls every POLL_S (0.5 s) until the
 # migration ends, one tab-separated line per poll; prints progress every 2 s; sets
 # MIG_STATE and MIG_JSON (the last answer). Returns 1 on the timeout.
 watch_migration() {
@@ -159,7 +159,7 @@ watch_migration() {
             log "migration $id: still $MIG_STATE after ${3}s; giving up waiting"
             return 1
         fi
-        sleep "${POLL_S:-0.2}"
+        sleep "${POLL_S:-0.5}"
     done
 }
 

@@ -123,10 +123,12 @@ STOP_FILE=$WORK_DIR/loadgen.stop
 PHASES=$R/phases.txt
 : >"$PHASES"
 LOAD_SECONDS=$((BASELINE + MIGRATION_TIMEOUT + AFTER + 30))
-loadgen run --addr "$ADDRS" --keys "$KEYS" --value-size "$VALUE_SIZE" --conns "$CONNS" \
+# exec: $! is the load tool itself, so its CPU time can be read.
+(exec taskset -c "$CLIENT_CPU" "$LOADGEN_BIN" run --addr "$ADDRS" --keys "$KEYS" \
+    --value-size "$VALUE_SIZE" --conns "$CONNS" \
     --rate "$RATE" --duration "$LOAD_SECONDS" --warmup 2 --stop-file "$STOP_FILE" \
     --phases "$PHASES" --out "$R/timeline.csv" --json "$R/load.json" \
-    >"$R/load.txt" 2>&1 &
+    >"$R/load.txt" 2>&1) &
 LOAD_PID=$!
 track "$LOAD_PID" loadgen
 LOAD_T0=$(date +%s%3N)
