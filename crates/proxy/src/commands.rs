@@ -81,41 +81,8 @@ pub enum Route {
 
 /// See [`Command::runs_in_script`].
 const SCRIPT_SAFE_WRITES: &[&str] = &[
-    "set",
-    "setnx",
-    "setex",
-    "psetex",
-    "getset",
-    "getdel",
-    "getex",
-    "append",
-    "setrange",
-    "expire",
-    "pexpire",
-    "expireat",
-    "pexpireat",
-    "persist",
-    "hset",
-    "hsetnx",
-    "hmset",
-    "hdel",
-    "lpush",
-    "rpush",
-    "lpushx",
-    "rpushx",
-    "lpop",
-    "rpop",
-    "lset",
-    "lrem",
-    "ltrim",
-    "linsert",
-    "rpoplpush",
-    "lmove",
-    "sadd",
-    "srem",
-    "smove",
-    "zrem",
-    "pfadd",
+    "set", "setnx", "getset", "append", "setrange", "persist", "hset", "hsetnx", "hmset", "lpush",
+    "rpush", "lpushx", "rpushx", "lset", "linsert", "sadd", "pfadd",
 ];
 
 /// Command flags.
@@ -149,13 +116,27 @@ impl Command {
     /// A write that may run inside a Lua script on a migrating slot's source
     /// with its reply unchanged: it never blocks, and every reply it can give
     /// (in RESP2 and RESP3 alike) is a status, an error, a bulk string, a
-    /// null, an integer far below 2^53 (Lua numbers are doubles: `INCR` is
-    /// not here) or a flat array of bulk strings, all of which pass through
-    /// Lua exactly.
+    /// null or an integer far below 2^53 (Lua numbers are doubles: `INCR` is
+    /// not here), all of which pass through Lua exactly. And it never deletes
+    /// its key nor gives it an expiry (so `SET` only without `EX`/`PX`/
+    /// `EXAT`/`PXAT`, see [`Command::sets_expiry`]): a key whose copy a half-failed
+    /// move left on the target must not vanish from the source before the
+    /// mover replaces that copy, or the stale copy would show.
     pub fn runs_in_script(&self) -> bool {
         self.is_write()
             && matches!(self.route, Route::Slot)
             && SCRIPT_SAFE_WRITES.contains(&self.name)
+    }
+
+    /// Whether these arguments (the name first) give the key an expiry:
+    /// `SET … EX|PX|EXAT|PXAT …`.
+    pub fn sets_expiry(&self, args: &[bytes::Bytes]) -> bool {
+        self.name == "set"
+            && args.iter().skip(3).any(|a| {
+                [b"ex".as_slice(), b"px", b"exat", b"pxat"]
+                    .iter()
+                    .any(|o| a.eq_ignore_ascii_case(o))
+            })
     }
 
     /// Fewest arguments (name included) needed to locate the keys.
@@ -659,6 +640,16 @@ mod tests {
             let cmd = table().lookup(name.as_bytes()).unwrap();
             assert!(!cmd.runs_in_script(), "{name}");
         }
+        let set = table().lookup(b"set").unwrap();
+        let args = |a: &[&'static str]| -> Vec<bytes::Bytes> {
+            a.iter()
+                .map(|s| bytes::Bytes::from_static(s.as_bytes()))
+                .collect()
+        };
+        assert!(!set.sets_expiry(&args(&["SET", "k", "v"])));
+        assert!(!set.sets_expiry(&args(&["SET", "ex", "ex", "NX", "GET", "KEEPTTL"])));
+        assert!(set.sets_expiry(&args(&["SET", "k", "v", "NX", "Ex", "10"])));
+        assert!(set.sets_expiry(&args(&["SET", "k", "v", "pxat", "10"])));
     }
 
     fn positions(name: &str, args: &[&str]) -> Result<Vec<usize>, String> {

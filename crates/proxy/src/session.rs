@@ -699,6 +699,7 @@ impl Session {
                     on_source = Box::pin(self.read_on_source(mv, req)).await;
                 } else if mv.writes_on_source
                     && command.runs_in_script()
+                    && !command.sets_expiry(&req.args)
                     && req.args.len() <= SCRIPT_MAX_ARGS
                 {
                     on_source = Box::pin(self.write_on_source(mv, req)).await;
@@ -790,8 +791,11 @@ impl Session {
     /// while the key is there; a copy that a half-failed `MIGRATE` left on
     /// the target is older, which is why every `MIGRATE` replaces.
     ///
-    /// Only commands whose replies pass through Lua unchanged come here
-    /// ([`Command::runs_in_script`]); the script's answer is the command's
+    /// Only commands whose replies pass through Lua unchanged, and that
+    /// neither delete their key nor give it an expiry, come here
+    /// ([`Command::runs_in_script`]): a copy that a half-failed `MIGRATE`
+    /// left on the target must not outlive the source's copy, which a
+    /// deletion here would let it do. The script's answer is the command's
     /// own reply, except that its errors come back as `SHARDIS_ERR <error>`
     /// (restored here) and that missing keys come back as `SHARDIS_MISSING
     /// <how many were there>`. Not in the mover's safe mode, which deletes

@@ -184,8 +184,9 @@ fn fan_out_commands_span_migrating_and_normal_slots() {
 
 /// Writes of keys still on the source run there, atomically with the check
 /// that every key is there, and answer exactly what Redis answers, in RESP2
-/// and RESP3; keys not there are written on the target; safe mode moves
-/// keys before writing them.
+/// and RESP3; keys not there are written on the target; writes that could
+/// delete their key or give it an expiry move it first, and so does every
+/// write in the mover's safe mode.
 #[test]
 fn writes_of_keys_still_on_the_source_run_there_with_their_own_replies() {
     let cluster = Cluster::builder().groups(2).build();
@@ -196,15 +197,18 @@ fn writes_of_keys_still_on_the_source_run_there_with_their_own_replies() {
     for (name, value) in [
         ("s2", "v"),
         ("s3", "v"),
+        ("e", "v"),
         ("n", "9007199254740993"),
         ("safe", "v"),
     ] {
         assert_eq!(c.cmd_text(&["SET", &k(name), value]), "+OK\r\n");
     }
     assert_eq!(c.cmd_text(&["RPUSH", &k("l"), "a", "b", "c"]), ":3\r\n");
-    assert_eq!(c.cmd_text(&["RPUSH", &k("m"), "z"]), ":1\r\n");
+    assert_eq!(c.cmd_text(&["HSET", &k("h"), "f", "1"]), ":1\r\n");
     migrating(&cluster, &[slot]);
     let (source, target) = (cluster.group_master(1), cluster.group_master(2));
+    let on_source = |key: &str| source.exists(key) && !target.exists(key);
+    let on_target = |key: &str| !source.exists(key) && target.exists(key);
 
     let mut c3 = cluster.conn(0);
     assert!(c3.cmd_text(&["HELLO", "3"]).starts_with('%'));
@@ -217,48 +221,50 @@ fn writes_of_keys_still_on_the_source_run_there_with_their_own_replies() {
             conn.cmd_text(&["LPUSH", &s, "e"]),
             "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
         );
-        assert_eq!(conn.cmd_text(&["EXPIRE", &s, "1000"]), ":1\r\n");
+        assert_eq!(conn.cmd_text(&["PERSIST", &s]), ":0\r\n");
         assert_eq!(conn.cmd_text(&["GET", &s]), "$2\r\nyz\r\n");
-        assert!(source.exists(&s) && !target.exists(&s), "{s} moved");
+        assert!(on_source(&s), "{s} moved");
     }
+    assert_eq!(c.cmd_text(&["RPUSH", &k("l"), "d"]), ":4\r\n");
     assert_eq!(
-        c.cmd_text(&["LPOP", &k("l"), "2"]),
-        "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        c3.cmd_text(&["LINSERT", &k("l"), "BEFORE", "a", "0"]),
+        ":5\r\n"
     );
+    assert_eq!(c.cmd_text(&["HSET", &k("h"), "f", "2", "g", "3"]), ":1\r\n");
+    assert!(on_source(&k("l")) && on_source(&k("h")));
+
+    // A write that could delete its key or give it an expiry moves it first.
     assert_eq!(
-        c3.cmd_text(&["LMOVE", &k("l"), &k("m"), "LEFT", "RIGHT"]),
-        "$1\r\nc\r\n"
+        c3.cmd_text(&["LPOP", &k("l"), "2"]),
+        "*2\r\n$1\r\n0\r\n$1\r\na\r\n"
     );
-    assert!(source.exists(&k("m")) && !target.exists(&k("m")));
-    // The last element popped: the key is gone from the source, and stays
-    // gone (nothing is created there).
-    assert!(!source.exists(&k("l")) && !target.exists(&k("l")));
-    assert_eq!(c.cmd_text(&["RPUSH", &k("l"), "again"]), ":1\r\n");
-    assert!(!source.exists(&k("l")) && target.exists(&k("l")));
+    assert!(on_target(&k("l")));
+    assert_eq!(c.cmd_text(&["HDEL", &k("h"), "g"]), ":1\r\n");
+    assert!(on_target(&k("h")));
+    assert_eq!(c.cmd_text(&["SET", &k("e"), "w", "EX", "1000"]), "+OK\r\n");
+    assert!(on_target(&k("e")));
+    // A key not on the source is written on the target, without a move.
+    assert_eq!(c.cmd_text(&["RPUSH", &k("new"), "x"]), ":1\r\n");
+    assert!(on_target(&k("new")));
     // An integer reply Lua could not carry exactly: the key moves instead.
     assert_eq!(
         c.cmd_text(&["INCRBY", &k("n"), "0"]),
         ":9007199254740993\r\n"
     );
-    assert!(!source.exists(&k("n")) && target.exists(&k("n")));
-    // A key written on the source and then moved keeps what was written.
+    assert!(on_target(&k("n")));
+    // What was written on the source moved with the key.
     assert_eq!(
-        c.cmd_text(&["INCRBYFLOAT", &k("m"), "1"]).get(..11),
-        Some("-WRONGTYPE ")
+        c.cmd_text(&["INCRBY", &k("s2"), "1"]).get(..4),
+        Some("-ERR")
     );
-    assert!(!source.exists(&k("m")) && target.exists(&k("m")));
-    assert_eq!(
-        c.cmd_text(&["LRANGE", &k("m"), "0", "-1"]),
-        "*2\r\n$1\r\nz\r\n$1\r\nc\r\n"
-    );
+    assert!(on_target(&k("s2")));
+    assert_eq!(c.cmd_text(&["GET", &k("s2")]), "$2\r\nyz\r\n");
 
     // Safe mode: the mover deletes the source's copies after copying them,
     // so a write moves its key first.
-    let safe_key = k("safe");
-    assert!(source.exists(&safe_key));
     migrating_in(&cluster, &[slot], true);
-    assert_eq!(c.cmd_text(&["SET", &safe_key, "w"]), "+OK\r\n");
-    assert!(!source.exists(&safe_key) && target.exists(&safe_key));
+    assert_eq!(c.cmd_text(&["SET", &k("safe"), "w"]), "+OK\r\n");
+    assert!(on_target(&k("safe")));
 }
 
 /// A key on both servers (what a MIGRATE that failed half-way leaves) while
@@ -278,6 +284,20 @@ fn a_key_left_on_both_servers_counts_on_the_source() {
         cluster.group_master(2).cmd(&["GET", key.as_str()]),
         b"$5\r\nstale\r\n"
     );
+    // A write that may delete its key moves it first (replacing the stale
+    // copy), so the stale copy never shows once the key is gone.
+    let list = key_in_slot("both-list:", slot);
+    cluster.group_master(1).cmd(&["RPUSH", list.as_str(), "a"]);
+    cluster
+        .group_master(2)
+        .cmd(&["SET", list.as_str(), "stale"]);
+    assert_eq!(c.cmd_text(&["RPUSH", &list, "b"]), ":2\r\n");
+    assert_eq!(
+        c.cmd_text(&["LPOP", &list, "2"]),
+        "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
+    assert!(!cluster.group_master(1).exists(&list) && !cluster.group_master(2).exists(&list));
+    assert_eq!(c.cmd_text(&["GET", &list]), "$-1\r\n");
     // INCR moves the key (replacing the stale copy), then runs.
     assert_eq!(c.cmd_text(&["INCR", &key]), ":6\r\n");
     assert!(!cluster.group_master(1).exists(&key));
