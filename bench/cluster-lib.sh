@@ -37,7 +37,8 @@ loadgen() { taskset -c "$CLIENT_CPU" "$LOADGEN_BIN" "$@"; }
 start_dashboard() {
     DASHBOARD_PORT=$(free_port)
     DASHBOARD_URL="http://127.0.0.1:$DASHBOARD_PORT"
-    NO_COLOR=1 RUST_LOG=${DASHBOARD_LOG:-info} taskset -c "$DASHBOARD_CPU" "$DASHBOARD_BIN" \
+    NO_COLOR=1 RUST_LOG=${DASHBOARD_LOG:-info} nice -n "${DASHBOARD_NICE:-0}" \
+        taskset -c "$DASHBOARD_CPU" "$DASHBOARD_BIN" \
         --listen "127.0.0.1:$DASHBOARD_PORT" --etcd "$ETCD_URL" --cluster "$CLUSTER" \
         >"$WORK_DIR/dashboard.log" 2>&1 &
     DASHBOARD_PID=$!
@@ -136,31 +137,15 @@ start_migration() { # body
     api POST /api/v1/migrations "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
 }
 
-# watch_migration ID TSV TIMEOUT_S: polls every POLL_S (0.5 s) until the
+# watch_migration ID TSV TIMEOUT_S: polls every POLL_S (0.2 s) until the
 # migration ends, one tab-separated line per poll; prints progress every 2 s; sets
-# MIG_STATE and MIG_JSON (the last answer). Returns 1 on the timeout.
+# MIG_STATE and MIG_JSON (the last answer). Returns 1 on the timeout. One Python
+# process polls (see watch_migration.py), not a curl and a jq per poll.
 watch_migration() {
-    local id=$1 tsv=$2 deadline=$((SECONDS + $3)) last_print=0 now
-    printf 'unix_ms\tstate\tslots_done\tslots_total\tkeys_moved\tbytes_moved\tkeys_per_sec\telapsed_secs\treason\terror\n' >"$tsv"
-    while :; do
-        MIG_JSON=$(api GET "/api/v1/migrations/$id")
-        now=$(date +%s%3N)
-        MIG_STATE=$(printf '%s' "$MIG_JSON" | jq -r --arg now "$now" \
-            '[$now, .state, .slots_done, .slots_total, .keys_moved, .bytes_moved, (.keys_per_sec | round),
-              .elapsed_secs, (.reason // ""), (.error // "")] | @tsv' | tee -a "$tsv" | cut -f2)
-        if ((now - last_print >= 2000)); then
-            last_print=$now
-            log "migration $id: $(tail -n 1 "$tsv" | tr '\t' ' ')"
-        fi
-        case $MIG_STATE in
-        finished | stopped | failed) return 0 ;;
-        esac
-        if ((SECONDS >= deadline)); then
-            log "migration $id: still $MIG_STATE after ${3}s; giving up waiting"
-            return 1
-        fi
-        sleep "${POLL_S:-0.5}"
-    done
+    local rc=0
+    MIG_JSON=$(python3 "$BENCH_DIR/watch_migration.py" "$DASHBOARD_URL" "$1" "$2" "$3" "${POLL_S:-0.2}") || rc=$?
+    MIG_STATE=$(printf '%s' "$MIG_JSON" | jq -r '.state // "unknown"')
+    return "$rc"
 }
 
 # redis_info PORT SECTION: INFO of a server, without carriage returns.

@@ -248,7 +248,7 @@ def main():
                 flats.append((start, int(a["unix_ms"]), a["slots_done"], a["reason"]))
             start = None
     if flats:
-        print("keys_moved stood still for a second or more (from the API, polled every 0.5 s):\n")
+        print("keys_moved stood still for a second or more (from the API, polled every 0.2 s):\n")
         for s, e, done, reason in flats:
             print(f"- {(s - t0) / 1000:.1f}-{(e - t0) / 1000:.1f} s ({(e - s) / 1000:.1f} s), slots_done {done}"
                   + (f", reason: {reason}" if reason else ""))

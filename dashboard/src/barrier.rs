@@ -23,8 +23,9 @@ use tokio::time::{sleep, Instant};
 
 use crate::api::LaggingProxy;
 
-/// How often the proxies' registrations are read while waiting.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// How often the proxies' registrations are read while waiting: requests
+/// for held slots wait meanwhile, so not much longer than the proxies take.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Every live proxy confirmed the version.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,7 +33,6 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use shardis_topology::{slot_of, SLOT_COUNT};
-use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::error::AppError;
@@ -43,6 +42,11 @@ use crate::servers::{split_addr, Servers};
 /// Keys per `SCAN` call: small enough that one call never stalls the source
 /// (about 0.25 ms).
 const SCAN_COUNT: usize = 250;
+/// Keys per `SCAN` call of a look that moves nothing (the big keys of a
+/// wave before it starts, the target's keys before a migration starts):
+/// a page of 1,000 costs the source about 0.5 ms, and such a look is one
+/// round trip after another, so larger pages make it end sooner.
+const LOOK_COUNT: usize = 1000;
 /// Bounds of one `MIGRATE` batch: both servers are blocked while it runs,
 /// so a request of a client that arrives meanwhile waits for it. 50 keys
 /// of 100 bytes take about 0.5 ms on the source; larger batches move only a
@@ -50,12 +54,13 @@ const SCAN_COUNT: usize = 250;
 /// either way) but make those waits longer (`bench/migrate.sh`).
 const BATCH_KEYS: usize = 50;
 const BATCH_BYTES: u64 = 256 << 10;
-/// Batches in flight: one. The source runs a client's pipelined commands
-/// back to back, so a second batch queued behind the first would make a
-/// client's request wait for both; the scan runs on a connection of its
-/// own, so the source has at most one command of the mover's per
-/// connection at any time.
-const IN_FLIGHT: usize = 1;
+/// Batches in flight: one at a time, on a connection of their own. Redis
+/// runs a connection's pipelined commands back to back, so a second batch
+/// queued behind the first would make a client's request wait for both.
+/// The scan runs meanwhile on a second connection, a few batches ahead
+/// (`QUEUED_BATCHES`), so the source has at most one short command of the
+/// mover's per connection at any time, and the scan never waits for a batch.
+const QUEUED_BATCHES: usize = 4;
 /// `MIGRATE`'s own per-I/O timeout (ms).
 const MIGRATE_TIMEOUT_MS: u64 = 10_000;
 /// How long a reply of the source may take (a queue of batches included).
@@ -214,30 +219,44 @@ pub async fn move_wave(
     progress: &Arc<Progress>,
 ) -> Result<Outcome, AppError> {
     let source = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
-    let mover = Arc::new(Mover::new(servers, wave, source)?);
-    let mut scan_conn = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
-    let mut limiter = Limiter::new();
-    let mut running: JoinSet<Result<(), AppError>> = JoinSet::new();
+    let mover = Mover::new(servers, wave, source)?;
+    let scan_conn = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
+    let (outcome, ()) = tokio::try_join!(
+        scan_wave(scan_conn, leadership, wave, control, tx),
+        migrate_batches(&mover, leadership, control, progress, rx),
+    )?;
+    Ok(outcome)
+}
+
+/// A batch of keys for `MIGRATE` and their bytes.
+type Batch = (Vec<Vec<u8>>, u64);
+
+/// The scan half of [`move_wave`]: finds the wave's keys and hands them on
+/// in batches; stops early when paused (the batches already handed on are
+/// still moved).
+async fn scan_wave(
+    mut scan_conn: MultiplexedConnection,
+    leadership: &Leadership,
+    wave: &Wave,
+    control: &Control,
+    tx: tokio::sync::mpsc::Sender<Batch>,
+) -> Result<Outcome, AppError> {
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut batch_bytes: u64 = 0;
     // Keys seen in this scan (SCAN may return a key twice).
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut big: Vec<Vec<u8>> = Vec::new();
     let mut ahead: Vec<Vec<u8>> = Vec::new();
-    let mut cursor: u64 = 0;
+    // The migrating half ended (with an error, which `try_join!` reports).
+    let gone = || AppError::Internal("the mover's MIGRATE half ended early".into());
+    let mut page = scan_page(scan_conn.clone(), &wave.source, 0, SCAN_COUNT).await?;
     loop {
         if control.paused.load(Ordering::Relaxed) {
-            drain(&mut running).await?;
             return Ok(Outcome::Paused);
         }
         check_leading(leadership)?;
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut scan_conn)
-            .await
-            .map_err(|e| server_error(&wave.source, "SCAN", e))?;
+        let (next, keys) = page;
         let mut mine: Vec<Vec<u8>> = Vec::new();
         let mut upcoming: Vec<Vec<u8>> = Vec::new();
         for key in keys {
@@ -250,93 +269,90 @@ pub async fn move_wave(
                 upcoming.push(key);
             }
         }
-        if !mine.is_empty() || !upcoming.is_empty() {
-            let (sizes, next_big) =
-                page_sizes(&mut scan_conn, &wave.source, &mine, &upcoming).await?;
-            ahead.extend(next_big);
-            for (key, size) in mine.into_iter().zip(sizes) {
-                // `None`: gone since the scan saw it (moved on access, expired).
-                let Some(size) = size else { continue };
-                if wave.defer_big && size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
-                    big.push(key);
-                    continue;
-                }
-                if !batch.is_empty()
-                    && (batch.len() >= Limiter::batch_keys(control)
-                        || batch_bytes + size > Limiter::batch_bytes(control))
-                {
-                    let full = std::mem::take(&mut batch);
-                    let bytes = std::mem::replace(&mut batch_bytes, 0);
-                    launch(
-                        leadership,
-                        &mover,
-                        &mut running,
-                        &mut limiter,
-                        control,
-                        progress,
-                        full,
-                        bytes,
-                    )
-                    .await?;
-                }
-                batch.push(key);
-                batch_bytes += size;
+        // The next page is asked for together with this page's sizes: one
+        // round trip per page, not two.
+        let next_conn = scan_conn.clone();
+        let following = async move {
+            match next {
+                0 => Ok((0, Vec::new())),
+                cursor => scan_page(next_conn, &wave.source, cursor, SCAN_COUNT).await,
             }
+        };
+        let sizing = async {
+            if mine.is_empty() && upcoming.is_empty() {
+                Ok((Vec::new(), Vec::new()))
+            } else {
+                page_sizes(&mut scan_conn, &wave.source, &mine, &upcoming).await
+            }
+        };
+        let (sized, following) = tokio::join!(sizing, following);
+        page = following?;
+        let (sizes, next_big) = sized?;
+        ahead.extend(next_big);
+        for (key, size) in mine.into_iter().zip(sizes) {
+            // `None`: gone since the scan saw it (moved on access, expired).
+            let Some(size) = size else { continue };
+            if wave.defer_big && size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
+                big.push(key);
+                continue;
+            }
+            if !batch.is_empty()
+                && (batch.len() >= Limiter::batch_keys(control)
+                    || batch_bytes + size > Limiter::batch_bytes(control))
+            {
+                let full = std::mem::take(&mut batch);
+                let bytes = std::mem::replace(&mut batch_bytes, 0);
+                tx.send((full, bytes)).await.map_err(|_| gone())?;
+            }
+            batch.push(key);
+            batch_bytes += size;
         }
-        cursor = next;
-        if cursor == 0 {
+        if next == 0 {
             break;
         }
     }
     if !batch.is_empty() {
-        launch(
-            leadership,
-            &mover,
-            &mut running,
-            &mut limiter,
-            control,
-            progress,
-            batch,
-            batch_bytes,
-        )
-        .await?;
+        tx.send((batch, batch_bytes)).await.map_err(|_| gone())?;
     }
-    drain(&mut running).await?;
     ahead.sort();
     ahead.dedup();
     Ok(Outcome::Done { big, ahead })
 }
 
-/// Starts one batch once the rate limit and the in-flight bound allow it.
-#[allow(clippy::too_many_arguments)]
-async fn launch(
+/// One `SCAN` page of `count` keys: the next cursor and the keys.
+async fn scan_page(
+    mut conn: MultiplexedConnection,
+    addr: &str,
+    cursor: u64,
+    count: usize,
+) -> Result<(u64, Vec<Vec<u8>>), AppError> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| server_error(addr, "SCAN", e))
+}
+
+/// The migrating half of [`move_wave`]: one batch at a time, under the rate
+/// limit, until the scan half is done and every batch it handed on moved.
+async fn migrate_batches(
+    mover: &Mover,
     leadership: &Leadership,
-    mover: &Arc<Mover>,
-    running: &mut JoinSet<Result<(), AppError>>,
-    limiter: &mut Limiter,
     control: &Control,
-    progress: &Arc<Progress>,
-    keys: Vec<Vec<u8>>,
-    bytes: u64,
+    progress: &Progress,
+    mut rx: tokio::sync::mpsc::Receiver<Batch>,
 ) -> Result<(), AppError> {
-    while running.len() >= IN_FLIGHT {
-        join_one(running).await?;
-    }
-    check_leading(leadership)?;
-    // Also collect batches that already ended, so an error stops the wave early.
-    while let Some(done) = running.try_join_next() {
-        done.map_err(|e| AppError::Internal(format!("a MIGRATE batch task failed: {e}")))??;
-    }
-    limiter.admit(control, keys.len(), bytes).await;
-    let mover = mover.clone();
-    let progress = progress.clone();
-    running.spawn(async move {
+    let mut limiter = Limiter::new();
+    while let Some((keys, bytes)) = rx.recv().await {
+        check_leading(leadership)?;
+        limiter.admit(control, keys.len(), bytes).await;
         let n = keys.len() as u64;
         mover.move_batch(keys).await?;
         progress.keys.fetch_add(n, Ordering::Relaxed);
         progress.bytes.fetch_add(bytes, Ordering::Relaxed);
-        Ok(())
-    });
+    }
     Ok(())
 }
 
@@ -350,28 +366,6 @@ fn check_leading(leadership: &Leadership) -> Result<(), AppError> {
             "this dashboard is no longer (provably) the leader: the mover stopped".into(),
         ))
     }
-}
-
-async fn join_one(running: &mut JoinSet<Result<(), AppError>>) -> Result<(), AppError> {
-    match running.join_next().await {
-        Some(done) => {
-            done.map_err(|e| AppError::Internal(format!("a MIGRATE batch task failed: {e}")))?
-        }
-        None => Ok(()),
-    }
-}
-
-/// Waits for every batch in flight; the first error, after all ended.
-async fn drain(running: &mut JoinSet<Result<(), AppError>>) -> Result<(), AppError> {
-    let mut first = Ok(());
-    while !running.is_empty() {
-        if let Err(e) = join_one(running).await {
-            if first.is_ok() {
-                first = Err(e);
-            }
-        }
-    }
-    first
 }
 
 /// Sizes a `SCAN` page's keys server-side, in one round trip: `MEMORY
@@ -861,26 +855,33 @@ pub async fn find_big_keys(
     slots: &[bool],
 ) -> Result<Vec<Vec<u8>>, AppError> {
     let mut conn = servers.connect_with(addr, REPLY_TIMEOUT).await?;
-    let mut cursor: u64 = 0;
     let mut big = Vec::new();
+    let mut page = scan_page(conn.clone(), addr, 0, LOOK_COUNT).await?;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| server_error(addr, "SCAN", e))?;
+        let (next, keys) = page;
         let mine: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
             .collect();
-        if !mine.is_empty() {
-            let (_, found) = page_sizes(&mut conn, addr, &[], &mine).await?;
-            big.extend(found);
-        }
-        cursor = next;
-        if cursor == 0 {
+        // The next page is asked for together with this page's sizes.
+        let next_conn = conn.clone();
+        let following = async move {
+            match next {
+                0 => Ok((0, Vec::new())),
+                cursor => scan_page(next_conn, addr, cursor, LOOK_COUNT).await,
+            }
+        };
+        let sizing = async {
+            if mine.is_empty() {
+                Ok((Vec::new(), Vec::new()))
+            } else {
+                page_sizes(&mut conn, addr, &[], &mine).await
+            }
+        };
+        let (sized, following) = tokio::join!(sizing, following);
+        page = following?;
+        big.extend(sized?.1);
+        if next == 0 {
             big.sort();
             big.dedup();
             return Ok(big);
@@ -904,7 +905,7 @@ pub async fn keys_in_slots(
         let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("COUNT")
-            .arg(SCAN_COUNT)
+            .arg(LOOK_COUNT)
             .query_async(&mut conn)
             .await
             .map_err(|e| server_error(addr, "SCAN", e))?;
