@@ -1179,6 +1179,44 @@ fn safe_mode_deletes_on_the_source_only_what_the_targets_replica_has() {
     }
 }
 
+/// Safe mode with the target's replica frozen: every batch the mover copied
+/// waits on both servers for its delete, so a write that ran on the source
+/// meanwhile would be deleted with the source's copy. Writes in safe mode
+/// move their keys first (and wait, or fail, while the copy waits): no
+/// acknowledged write is lost.
+#[test]
+fn safe_mode_loses_no_write_while_the_targets_replica_lags() {
+    let s = setup(&[1, 2], 1, |d| d);
+    let c = s.client();
+    let proxy = s.proxies[0].addr();
+    let load = start_load(vec![proxy.clone()], 4);
+    load.wait_progress(2000);
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(512),
+            keys_per_sec: Some(400),
+            bytes_per_sec: None,
+            safe: Some(true),
+        })
+        .unwrap();
+    // Frozen from before the first batch's copy until well after it.
+    let replica = &s.servers(2)[1];
+    replica.pause();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        c.migration(m.id).unwrap().keys_moved,
+        0,
+        "moved past a frozen replica"
+    );
+    replica.resume();
+    let end = wait_finished(&c, m.id, Duration::from_secs(60));
+    assert!(end.keys_moved > 0);
+    let logs = load.finish();
+    verify(&s, &proxy, &logs);
+}
+
 #[test]
 fn a_promotion_is_refused_while_a_migration_moves_the_group() {
     let s = setup(&[2, 1], 1, |d| d);
