@@ -250,7 +250,7 @@ async fn scan_wave(
     let mut ahead: Vec<Vec<u8>> = Vec::new();
     // The migrating half ended (with an error, which `try_join!` reports).
     let gone = || AppError::Internal("the mover's MIGRATE half ended early".into());
-    let mut page = scan_page(scan_conn.clone(), &wave.source, 0, SCAN_COUNT).await?;
+    let mut page = scan_page(&mut scan_conn, &wave.source, 0, SCAN_COUNT).await?;
     loop {
         if control.paused.load(Ordering::Relaxed) {
             return Ok(Outcome::Paused);
@@ -269,25 +269,10 @@ async fn scan_wave(
                 upcoming.push(key);
             }
         }
-        // The next page is asked for together with this page's sizes: one
-        // round trip per page, not two.
-        let next_conn = scan_conn.clone();
-        let following = async move {
-            match next {
-                0 => Ok((0, Vec::new())),
-                cursor => scan_page(next_conn, &wave.source, cursor, SCAN_COUNT).await,
-            }
-        };
-        let sizing = async {
-            if mine.is_empty() && upcoming.is_empty() {
-                Ok((Vec::new(), Vec::new()))
-            } else {
-                page_sizes(&mut scan_conn, &wave.source, &mine, &upcoming).await
-            }
-        };
-        let (sized, following) = tokio::join!(sizing, following);
-        page = following?;
-        let (sizes, next_big) = sized?;
+        let ((sizes, next_big), following) =
+            sizes_and_next_page(&scan_conn, &wave.source, &mine, &upcoming, next, SCAN_COUNT)
+                .await?;
+        page = following;
         ahead.extend(next_big);
         for (key, size) in mine.into_iter().zip(sizes) {
             // `None`: gone since the scan saw it (moved on access, expired).
@@ -319,20 +304,55 @@ async fn scan_wave(
     Ok(Outcome::Done { big, ahead })
 }
 
-/// One `SCAN` page of `count` keys: the next cursor and the keys.
+/// A `SCAN` page: the next cursor and the keys.
+type Page = (u64, Vec<Vec<u8>>);
+/// What [`page_sizes`] says: each key's size (`None`: gone), and the big
+/// keys of the lookahead.
+type Sizes = (Vec<Option<u64>>, Vec<Vec<u8>>);
+
+/// One `SCAN` page of `count` keys.
 async fn scan_page(
-    mut conn: MultiplexedConnection,
+    conn: &mut MultiplexedConnection,
     addr: &str,
     cursor: u64,
     count: usize,
-) -> Result<(u64, Vec<Vec<u8>>), AppError> {
+) -> Result<Page, AppError> {
     redis::cmd("SCAN")
         .arg(cursor)
         .arg("COUNT")
         .arg(count)
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .map_err(|e| server_error(addr, "SCAN", e))
+}
+
+/// What [`page_sizes`] says of a page's keys, and the page after it (at
+/// cursor `next`; none when it is 0), asked for together: one round trip
+/// per page, not two.
+async fn sizes_and_next_page(
+    conn: &MultiplexedConnection,
+    addr: &str,
+    mine: &[Vec<u8>],
+    upcoming: &[Vec<u8>],
+    next: u64,
+    count: usize,
+) -> Result<(Sizes, Page), AppError> {
+    let (mut sizing_conn, mut next_conn) = (conn.clone(), conn.clone());
+    let sizing = async {
+        if mine.is_empty() && upcoming.is_empty() {
+            Ok((Vec::new(), Vec::new()))
+        } else {
+            page_sizes(&mut sizing_conn, addr, mine, upcoming).await
+        }
+    };
+    let following = async {
+        match next {
+            0 => Ok((0, Vec::new())),
+            cursor => scan_page(&mut next_conn, addr, cursor, count).await,
+        }
+    };
+    let (sized, following) = tokio::join!(sizing, following);
+    Ok((sized?, following?))
 }
 
 /// The migrating half of [`move_wave`]: one batch at a time, under the rate
@@ -394,7 +414,7 @@ async fn page_sizes(
     addr: &str,
     mine: &[Vec<u8>],
     upcoming: &[Vec<u8>],
-) -> Result<(Vec<Option<u64>>, Vec<Vec<u8>>), AppError> {
+) -> Result<Sizes, AppError> {
     let (sizes, big): (Vec<i64>, Vec<usize>) = redis::cmd("EVAL")
         .arg(PAGE_SCRIPT)
         .arg(mine.len() + upcoming.len())
@@ -803,13 +823,7 @@ pub async fn drop_stale_copies(
     let mut cursor: u64 = 0;
     let mut dropped = 0;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut on_keep)
-            .await
-            .map_err(|e| server_error(keep, "SCAN", e))?;
+        let (next, keys) = scan_page(&mut on_keep, keep, cursor, SCAN_COUNT).await?;
         let mine: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
@@ -856,31 +870,17 @@ pub async fn find_big_keys(
 ) -> Result<Vec<Vec<u8>>, AppError> {
     let mut conn = servers.connect_with(addr, REPLY_TIMEOUT).await?;
     let mut big = Vec::new();
-    let mut page = scan_page(conn.clone(), addr, 0, LOOK_COUNT).await?;
+    let mut page = scan_page(&mut conn, addr, 0, LOOK_COUNT).await?;
     loop {
         let (next, keys) = page;
         let mine: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
             .collect();
-        // The next page is asked for together with this page's sizes.
-        let next_conn = conn.clone();
-        let following = async move {
-            match next {
-                0 => Ok((0, Vec::new())),
-                cursor => scan_page(next_conn, addr, cursor, LOOK_COUNT).await,
-            }
-        };
-        let sizing = async {
-            if mine.is_empty() {
-                Ok((Vec::new(), Vec::new()))
-            } else {
-                page_sizes(&mut conn, addr, &[], &mine).await
-            }
-        };
-        let (sized, following) = tokio::join!(sizing, following);
-        page = following?;
-        big.extend(sized?.1);
+        let ((_, found), following) =
+            sizes_and_next_page(&conn, addr, &[], &mine, next, LOOK_COUNT).await?;
+        page = following;
+        big.extend(found);
         if next == 0 {
             big.sort();
             big.dedup();
@@ -902,13 +902,7 @@ pub async fn keys_in_slots(
     let mut count = 0;
     let mut found = Vec::new();
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(LOOK_COUNT)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| server_error(addr, "SCAN", e))?;
+        let (next, keys) = scan_page(&mut conn, addr, cursor, LOOK_COUNT).await?;
         for key in keys {
             let slot = slot_of(&key);
             if slots.get(usize::from(slot)).copied().unwrap_or(false) {

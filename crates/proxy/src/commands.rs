@@ -79,6 +79,10 @@ pub enum Route {
     Refused(&'static str),
 }
 
+/// Longest command [`Command::runs_in_script`] allows (Lua's `unpack` has a
+/// stack limit).
+const SCRIPT_MAX_ARGS: usize = 1000;
+
 /// See [`Command::runs_in_script`].
 const SCRIPT_SAFE_WRITES: &[&str] = &[
     "set", "setnx", "getset", "append", "setrange", "persist", "hset", "hsetnx", "hmset", "lpush",
@@ -119,24 +123,23 @@ impl Command {
     /// null or an integer far below 2^53 (Lua numbers are doubles: `INCR` is
     /// not here), all of which pass through Lua exactly. And it never deletes
     /// its key nor gives it an expiry (so `SET` only without `EX`/`PX`/
-    /// `EXAT`/`PXAT`, see [`Command::sets_expiry`]): a key whose copy a half-failed
-    /// move left on the target must not vanish from the source before the
-    /// mover replaces that copy, or the stale copy would show.
-    pub fn runs_in_script(&self) -> bool {
+    /// `EXAT`/`PXAT`): a key whose copy a half-failed move left on the
+    /// target must not vanish from the source before the mover replaces that
+    /// copy, or the stale copy would show. `args`: the request, name first.
+    pub fn runs_in_script(&self, args: &[bytes::Bytes]) -> bool {
+        let sets_expiry = || {
+            self.name == "set"
+                && args.iter().skip(3).any(|a| {
+                    [b"ex".as_slice(), b"px", b"exat", b"pxat"]
+                        .iter()
+                        .any(|o| a.eq_ignore_ascii_case(o))
+                })
+        };
         self.is_write()
             && matches!(self.route, Route::Slot)
             && SCRIPT_SAFE_WRITES.contains(&self.name)
-    }
-
-    /// Whether these arguments (the name first) give the key an expiry:
-    /// `SET … EX|PX|EXAT|PXAT …`.
-    pub fn sets_expiry(&self, args: &[bytes::Bytes]) -> bool {
-        self.name == "set"
-            && args.iter().skip(3).any(|a| {
-                [b"ex".as_slice(), b"px", b"exat", b"pxat"]
-                    .iter()
-                    .any(|o| a.eq_ignore_ascii_case(o))
-            })
+            && args.len() <= SCRIPT_MAX_ARGS
+            && !sets_expiry()
     }
 
     /// Fewest arguments (name included) needed to locate the keys.
@@ -630,26 +633,33 @@ mod tests {
 
     #[test]
     fn script_safe_writes_are_single_slot_writes_of_the_table() {
-        for name in SCRIPT_SAFE_WRITES {
-            let cmd = table().lookup(name.as_bytes()).unwrap();
-            assert!(cmd.runs_in_script(), "{name}");
-        }
-        for name in [
-            "incr", "incrby", "hincrby", "zadd", "spop", "blpop", "del", "get", "eval",
-        ] {
-            let cmd = table().lookup(name.as_bytes()).unwrap();
-            assert!(!cmd.runs_in_script(), "{name}");
-        }
-        let set = table().lookup(b"set").unwrap();
         let args = |a: &[&'static str]| -> Vec<bytes::Bytes> {
             a.iter()
                 .map(|s| bytes::Bytes::from_static(s.as_bytes()))
                 .collect()
         };
-        assert!(!set.sets_expiry(&args(&["SET", "k", "v"])));
-        assert!(!set.sets_expiry(&args(&["SET", "ex", "ex", "NX", "GET", "KEEPTTL"])));
-        assert!(set.sets_expiry(&args(&["SET", "k", "v", "NX", "Ex", "10"])));
-        assert!(set.sets_expiry(&args(&["SET", "k", "v", "pxat", "10"])));
+        let kv = args(&["NAME", "k", "v"]);
+        for name in SCRIPT_SAFE_WRITES {
+            let cmd = table().lookup(name.as_bytes()).unwrap();
+            assert!(cmd.runs_in_script(&kv), "{name}");
+        }
+        for name in [
+            "incr", "incrby", "hincrby", "zadd", "spop", "blpop", "del", "get", "eval",
+        ] {
+            let cmd = table().lookup(name.as_bytes()).unwrap();
+            assert!(!cmd.runs_in_script(&kv), "{name}");
+        }
+        let set = table().lookup(b"set").unwrap();
+        assert!(set.runs_in_script(&args(&["SET", "k", "v"])));
+        assert!(set.runs_in_script(&args(&["SET", "ex", "ex", "NX", "GET", "KEEPTTL"])));
+        assert!(!set.runs_in_script(&args(&["SET", "k", "v", "NX", "Ex", "10"])));
+        assert!(!set.runs_in_script(&args(&["SET", "k", "v", "pxat", "10"])));
+        let mut long = args(&["SADD", "k"]);
+        long.extend(std::iter::repeat_n(bytes::Bytes::from_static(b"m"), 998));
+        let sadd = table().lookup(b"sadd").unwrap();
+        assert!(sadd.runs_in_script(&long));
+        long.push(bytes::Bytes::from_static(b"m"));
+        assert!(!sadd.runs_in_script(&long));
     }
 
     fn positions(name: &str, args: &[&str]) -> Result<Vec<usize>, String> {

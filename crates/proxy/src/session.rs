@@ -355,10 +355,6 @@ local r = redis.pcall(unpack(ARGV))
 if type(r) == 'table' and r.err then return redis.error_reply('SHARDIS_ERR ' .. r.err) end
 return r";
 
-/// Longest command run through [`WRITE_SCRIPT`] (Lua's `unpack` has a stack
-/// limit; longer ones move their keys).
-const SCRIPT_MAX_ARGS: usize = 1000;
-
 /// How long a move-on-access MIGRATE may wait on each I/O step (Redis's
 /// MIGRATE timeout is per operation, not for the whole call).
 const MIGRATE_TIMEOUT_MS: &str = "5000";
@@ -697,11 +693,7 @@ impl Session {
             {
                 if command.is_read_only() {
                     on_source = Box::pin(self.read_on_source(mv, req)).await;
-                } else if mv.writes_on_source
-                    && command.runs_in_script()
-                    && !command.sets_expiry(&req.args)
-                    && req.args.len() <= SCRIPT_MAX_ARGS
-                {
+                } else if mv.writes_on_source && command.runs_in_script(&req.args) {
                     on_source = Box::pin(self.write_on_source(mv, req)).await;
                 }
             }
@@ -712,12 +704,12 @@ impl Session {
             }
         }
         let cmd = command.map_or(usize::MAX, |c| c.index);
-        let moves = if matches!(on_source, OnSource::Absent) {
-            Vec::new()
-        } else {
-            moves
+        // `Absent`: nothing of it is on the source, nothing to move.
+        let moves = match on_source {
+            OnSource::Absent => &[][..],
+            _ => &moves[..],
         };
-        for mv in &moves {
+        for mv in moves {
             // Boxed: a rare path whose future would otherwise be part of every
             // session's, idle ones included.
             if let Err(msg) = Box::pin(self.move_keys(mv)).await {
