@@ -15,7 +15,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -354,6 +354,13 @@ if n ~= #KEYS then return redis.error_reply('SHARDIS_MISSING ' .. n) end
 local r = redis.pcall(unpack(ARGV))
 if type(r) == 'table' and r.err then return redis.error_reply('SHARDIS_ERR ' .. r.err) end
 return r";
+
+/// The SHA1 of [`WRITE_SCRIPT`]: `EVALSHA` spares the source the script's
+/// text, and hashing it, on every write.
+fn write_script_sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| sha1_smol::Sha1::from(WRITE_SCRIPT).digest().to_string())
+}
 
 /// How long a move-on-access MIGRATE may wait on each I/O step (Redis's
 /// MIGRATE timeout is per operation, not for the whole call).
@@ -736,33 +743,32 @@ impl Session {
     }
 
     /// A read whose keys are all still on the source is answered there,
-    /// without moving them: `MULTI`, `EXISTS` of the keys, the command,
-    /// `EXEC`, on the session's own connection to the source (after every
-    /// earlier request of this client there). While a key of a migrating slot
-    /// is on the source, the source's copy is the latest one: writes run
-    /// there while all their keys are there (see [`Self::write_on_source`]),
-    /// and otherwise move the keys first (a `MIGRATE` deletes the source's
-    /// copy in the same step that the target acknowledges it). So reading
-    /// it there is as fresh as moving it first, and costs the source a
-    /// fraction of a `MIGRATE` (most of which is the synchronous round trip
-    /// to the target, during which the source serves nobody).
+    /// without moving them: the command, then `EXISTS` of its keys, on the
+    /// session's own connection to the source (after every earlier request
+    /// of this client there). While a key of a migrating slot is on the
+    /// source, the source's copy is the latest one: writes run there while
+    /// all their keys are there (see [`Self::write_on_source`]), and
+    /// otherwise move the keys first (a `MIGRATE` deletes the source's copy
+    /// in the same step that the target acknowledges it). So reading it
+    /// there is as fresh as moving it first, and costs the source a fraction
+    /// of a `MIGRATE` (most of which is the synchronous round trip to the
+    /// target, during which the source serves nobody).
+    ///
+    /// No `MULTI` is needed around the two: no key of a migrating slot can
+    /// appear on the source (nothing creates one there), so a key that
+    /// `EXISTS` finds after the command was there when the command ran. If
+    /// some key is not found, the command's reply is thrown away.
     async fn read_on_source(&mut self, mv: &Move, req: &Request) -> OnSource {
-        let mut payload = BytesMut::with_capacity(req.raw.len() + 64);
-        shardis_resp::encode_command(&mut payload, [b"MULTI".as_slice()].iter());
+        let mut payload = BytesMut::with_capacity(req.raw.len() + 32 + 32 * mv.keys.len());
+        payload.extend_from_slice(&req.raw);
         let mut exists: Vec<&[u8]> = Vec::with_capacity(mv.keys.len() + 1);
         exists.push(b"EXISTS");
         exists.extend(mv.keys.iter().map(|k| k.as_ref()));
         shardis_resp::encode_command(&mut payload, exists.iter());
-        payload.extend_from_slice(&req.raw);
-        shardis_resp::encode_command(&mut payload, [b"EXEC".as_slice()].iter());
-        let Ok(replies) = mv.from.conn(self.proto, self.id).request(&payload, 4).await else {
+        let Ok(replies) = mv.from.conn(self.proto, self.id).request(&payload, 2).await else {
             return OnSource::Move;
         };
-        let Some([present, reply]) = replies
-            .get(3)
-            .and_then(shardis_resp::array_elements)
-            .and_then(|parts| <[Bytes; 2]>::try_from(parts).ok())
-        else {
+        let Ok([reply, present]) = <[Bytes; 2]>::try_from(replies) else {
             return OnSource::Move;
         };
         // The keys are distinct (collect_moves): all there, none, or some.
@@ -794,20 +800,31 @@ impl Session {
     /// the source's copies after copying them.
     async fn write_on_source(&mut self, mv: &Move, req: &Request) -> OnSource {
         let numkeys = mv.keys.len().to_string();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(3 + mv.keys.len() + req.args.len());
-        args.extend([
-            b"EVAL".as_slice(),
-            WRITE_SCRIPT.as_bytes(),
-            numkeys.as_bytes(),
-        ]);
-        args.extend(mv.keys.iter().map(|k| k.as_ref()));
-        args.extend(req.args.iter().map(|a| a.as_ref()));
-        let mut payload = BytesMut::with_capacity(req.raw.len() + WRITE_SCRIPT.len() + 64);
-        shardis_resp::encode_command(&mut payload, args.iter());
-        let Ok(mut replies) = mv.from.conn(self.proto, self.id).request(&payload, 1).await else {
-            return OnSource::Move;
+        let script = |eval: &'static [u8], body: &'static str| {
+            let mut args: Vec<&[u8]> = Vec::with_capacity(3 + mv.keys.len() + req.args.len());
+            args.extend([eval, body.as_bytes(), numkeys.as_bytes()]);
+            args.extend(mv.keys.iter().map(|k| k.as_ref()));
+            args.extend(req.args.iter().map(|a| a.as_ref()));
+            let mut payload = BytesMut::with_capacity(req.raw.len() + body.len() + 64);
+            shardis_resp::encode_command(&mut payload, args.iter());
+            payload
         };
-        let reply = replies.pop().unwrap_or_default();
+        let conn = mv.from.conn(self.proto, self.id);
+        let mut reply = match conn
+            .request(&script(b"EVALSHA", write_script_sha()), 1)
+            .await
+        {
+            Ok(mut replies) => replies.pop().unwrap_or_default(),
+            Err(_) => return OnSource::Move,
+        };
+        if reply.starts_with(b"-NOSCRIPT") {
+            // Not in the source's script cache yet (or flushed): `EVAL`
+            // runs it and caches it.
+            reply = match conn.request(&script(b"EVAL", WRITE_SCRIPT), 1).await {
+                Ok(mut replies) => replies.pop().unwrap_or_default(),
+                Err(_) => return OnSource::Move,
+            };
+        }
         if let Some(rest) = reply.strip_prefix(b"-SHARDIS_ERR ") {
             let mut out = BytesMut::with_capacity(rest.len() + 1);
             out.extend_from_slice(b"-");

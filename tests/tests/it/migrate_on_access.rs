@@ -232,6 +232,14 @@ fn writes_of_keys_still_on_the_source_run_there_with_their_own_replies() {
     );
     assert_eq!(c.cmd_text(&["HSET", &k("h"), "f", "2", "g", "3"]), ":1\r\n");
     assert!(on_source(&k("l")) && on_source(&k("h")));
+    // They ran as EVALSHA of the cached script; with the source's script
+    // cache flushed, a write costs one EVAL more, and still runs there.
+    let stats = String::from_utf8_lossy(&source.cmd(&["INFO", "commandstats"])).into_owned();
+    assert!(stats.contains("cmdstat_evalsha:calls="), "{stats}");
+    source.cmd(&["SCRIPT", "FLUSH"]);
+    assert_eq!(c.cmd_text(&["APPEND", &k("s3"), "!"]), ":3\r\n");
+    assert_eq!(c3.cmd_text(&["APPEND", &k("s3"), "!"]), ":4\r\n");
+    assert!(on_source(&k("s3")));
 
     // A write that could delete its key or give it an expiry moves it first.
     assert_eq!(
