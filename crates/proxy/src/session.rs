@@ -734,7 +734,7 @@ impl Session {
     /// slots is refused by the usual routing instead).
     fn keys_all_in_slot(&mut self, cmd: &Command, req: &Request, slot: u16) -> bool {
         let mut keys = std::mem::take(&mut self.keys);
-        let all = commands::key_positions(cmd, &req.args, &mut keys).is_ok()
+        let all = Self::key_positions_into(cmd, req, &mut keys)
             && keys
                 .iter()
                 .all(|&pos| req.args.get(pos).is_some_and(|k| slot_of(k) == slot));

@@ -337,6 +337,22 @@ fn plain(slots: &str, to: GroupId) -> CreateMigration {
 }
 
 /// Polls until `done(m)` or the time is up (then panics with the state).
+/// The migration's reason names `proxy` (a barrier waits on it).
+fn reason_names(m: &MigrationView, proxy: &str) -> bool {
+    m.reason.as_deref().is_some_and(|r| r.contains(proxy))
+}
+
+/// Waits (10 s at most) until a barrier of the migration waits on `proxy`.
+fn wait_waiting_on(c: &Client, id: u64, proxy: &str) -> MigrationView {
+    wait_for(
+        c,
+        id,
+        Duration::from_secs(10),
+        "waiting on the frozen proxy",
+        |m| reason_names(m, proxy),
+    )
+}
+
 fn wait_for(
     c: &Client,
     id: u64,
@@ -482,10 +498,7 @@ fn a_proxy_killed_mid_migration_loses_no_acknowledged_write() {
     // Its lease (30 s in this setup) keeps the next hold barrier waiting
     // until it expires; the migration says so meanwhile.
     let waiting = wait_for(&c, m.id, Duration::from_secs(20), "a visible reason", |m| {
-        m.reason
-            .as_deref()
-            .is_some_and(|r| r.contains(s.proxies[1].id()))
-            || m.state == "finished"
+        reason_names(m, s.proxies[1].id()) || m.state == "finished"
     });
     eprintln!("while the killed proxy's lease lives: {:?}", waiting.reason);
     wait_finished(&c, m.id, Duration::from_secs(90));
@@ -510,17 +523,7 @@ fn a_proxy_frozen_past_its_lease_during_the_hold_barrier_loses_nothing() {
     s.proxies[1].pause();
     let frozen_at = Instant::now();
     let m = migrate(&c, "0-1023", 1, 1024);
-    wait_for(
-        &c,
-        m.id,
-        Duration::from_secs(10),
-        "waiting on the frozen proxy",
-        |m| {
-            m.reason
-                .as_deref()
-                .is_some_and(|r| r.contains(s.proxies[1].id()))
-        },
-    );
+    wait_waiting_on(&c, m.id, s.proxies[1].id());
     // Past its lease (3 s) and etcd's expiry check: the wave went on.
     let done = wait_finished(&c, m.id, Duration::from_secs(60));
     assert_eq!(done.slots_done, 512);
@@ -961,17 +964,7 @@ fn a_key_that_grew_big_after_the_look_is_held_and_copied_by_the_mover() {
     // looked for (none) and the slot is held everywhere else.
     s.proxies[1].pause();
     let m = migrate(&c, &format!("{slot}-{slot}"), 2, 1);
-    wait_for(
-        &c,
-        m.id,
-        Duration::from_secs(10),
-        "waiting on the frozen proxy",
-        |m| {
-            m.reason
-                .as_deref()
-                .is_some_and(|r| r.contains(s.proxies[1].id()))
-        },
-    );
+    wait_waiting_on(&c, m.id, s.proxies[1].id());
     // Meanwhile the key grows past the big-key size, as if a client had
     // grown it just before the hold (no proxy touches the held slot now).
     let source = &s.servers(1)[0];
