@@ -493,7 +493,14 @@ impl Gen<'_> {
 // The run
 // ---------------------------------------------------------------------------
 
-fn run_differential(resp3: bool) {
+/// `migrate`: a third of the way in, every slot of group 1 starts migrating
+/// to group 2 and every other key of group 1 is moved there (as a mover
+/// half-way through its wave would have done); two thirds in, group 2's
+/// slots migrate to group 1 the same way. From then on the replies come
+/// through the paths of migrating slots (read on the source, write in the
+/// source's script, move then run on the target), and must still be plain
+/// Redis's, byte for byte.
+fn run_differential(resp3: bool, migrate: bool) {
     let seed = env_seed();
     let count = env_commands();
     let keep_going = std::env::var("SHARDIS_DIFF_KEEP_GOING").is_ok_and(|v| v == "1");
@@ -528,6 +535,11 @@ fn run_differential(resp3: bool) {
     let mut differences: Vec<String> = Vec::new();
     let mut per_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for i in 0..count {
+        if migrate && (i == count / 3 || i == 2 * count / 3) {
+            let (from, to) = if i == count / 3 { (1, 2) } else { (2, 1) };
+            start_migrating(&cluster, &keys.all, from, to);
+            history.push(format!("{i}: group {from}'s slots migrate to group {to}"));
+        }
         let (cat, args, norm) = gen.command();
         let result = twin.compare(&args, norm);
         let entry = per_category.entry(cat).or_default();
@@ -577,14 +589,53 @@ fn run_differential(resp3: bool) {
     }
 }
 
+/// Sets every slot `from` owns to `migrating(from, to)`, and moves every
+/// other key of `keys` on `from` to `to` (with `MIGRATE`, as the mover does).
+fn start_migrating(cluster: &Cluster, keys: &[String], from: u32, to: u32) {
+    use shardis_topology::SlotState;
+    let slots: Vec<usize> = cluster
+        .topology()
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| **st == SlotState::Normal { group: from })
+        .map(|(s, _)| s)
+        .collect();
+    let v = cluster.set_slots(
+        slots,
+        SlotState::Migrating {
+            from,
+            to,
+            safe: false,
+        },
+    );
+    cluster.wait_applied(v);
+    let (source, target) = (cluster.group_master(from), cluster.group_master(to));
+    let port = target.port().to_string();
+    for k in keys.iter().filter(|k| source.exists(k)).step_by(2) {
+        let reply = source.cmd(&["MIGRATE", "127.0.0.1", &port, k, "0", "5000"]);
+        assert_eq!(reply, b"+OK\r\n", "MIGRATE {k}");
+    }
+}
+
 #[test]
 fn differential_resp2() {
-    run_differential(false);
+    run_differential(false, false);
 }
 
 #[test]
 fn differential_resp3() {
-    run_differential(true);
+    run_differential(true, false);
+}
+
+#[test]
+fn differential_resp2_while_slots_migrate() {
+    run_differential(false, true);
+}
+
+#[test]
+fn differential_resp3_while_slots_migrate() {
+    run_differential(true, true);
 }
 
 /// Error replies for bad arguments are Redis's own, word for word (the proxy
