@@ -375,7 +375,7 @@ fn wait_for(
     panic!("migration {id}: {what} did not happen within {within:?}: {last:#?}");
 }
 
-fn wait_finished(c: &Client, id: u64, within: Duration) -> MigrationView {
+pub(crate) fn wait_finished(c: &Client, id: u64, within: Duration) -> MigrationView {
     wait_for(c, id, within, "finishing", |m| m.state == "finished")
 }
 
