@@ -500,7 +500,9 @@ impl Gen<'_> {
 /// through the paths of migrating slots (read on the source, write in the
 /// source's script, move then run on the target), and must still be plain
 /// Redis's, byte for byte.
-fn run_differential(resp3: bool, migrate: bool) {
+/// `Migrate::Safe`: the same in the mover's safe mode, where writes never
+/// run on the source (every one moves its keys first).
+fn run_differential(resp3: bool, migrate: Migrate) {
     let seed = env_seed();
     let count = env_commands();
     let keep_going = std::env::var("SHARDIS_DIFF_KEEP_GOING").is_ok_and(|v| v == "1");
@@ -535,9 +537,9 @@ fn run_differential(resp3: bool, migrate: bool) {
     let mut differences: Vec<String> = Vec::new();
     let mut per_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for i in 0..count {
-        if migrate && (i == count / 3 || i == 2 * count / 3) {
+        if migrate != Migrate::No && (i == count / 3 || i == 2 * count / 3) {
             let (from, to) = if i == count / 3 { (1, 2) } else { (2, 1) };
-            start_migrating(&cluster, &keys.all, from, to);
+            start_migrating(&cluster, &keys.all, from, to, migrate == Migrate::Safe);
             history.push(format!("{i}: group {from}'s slots migrate to group {to}"));
         }
         let (cat, args, norm) = gen.command();
@@ -589,9 +591,16 @@ fn run_differential(resp3: bool, migrate: bool) {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Migrate {
+    No,
+    Yes,
+    Safe,
+}
+
 /// Sets every slot `from` owns to `migrating(from, to)`, and moves every
 /// other key of `keys` on `from` to `to` (with `MIGRATE`, as the mover does).
-fn start_migrating(cluster: &Cluster, keys: &[String], from: u32, to: u32) {
+fn start_migrating(cluster: &Cluster, keys: &[String], from: u32, to: u32, safe: bool) {
     use shardis_topology::SlotState;
     let slots: Vec<usize> = cluster
         .topology()
@@ -601,14 +610,7 @@ fn start_migrating(cluster: &Cluster, keys: &[String], from: u32, to: u32) {
         .filter(|(_, st)| **st == SlotState::Normal { group: from })
         .map(|(s, _)| s)
         .collect();
-    let v = cluster.set_slots(
-        slots,
-        SlotState::Migrating {
-            from,
-            to,
-            safe: false,
-        },
-    );
+    let v = cluster.set_slots(slots, SlotState::Migrating { from, to, safe });
     cluster.wait_applied(v);
     let (source, target) = (cluster.group_master(from), cluster.group_master(to));
     let port = target.port().to_string();
@@ -620,22 +622,32 @@ fn start_migrating(cluster: &Cluster, keys: &[String], from: u32, to: u32) {
 
 #[test]
 fn differential_resp2() {
-    run_differential(false, false);
+    run_differential(false, Migrate::No);
 }
 
 #[test]
 fn differential_resp3() {
-    run_differential(true, false);
+    run_differential(true, Migrate::No);
 }
 
 #[test]
 fn differential_resp2_while_slots_migrate() {
-    run_differential(false, true);
+    run_differential(false, Migrate::Yes);
 }
 
 #[test]
 fn differential_resp3_while_slots_migrate() {
-    run_differential(true, true);
+    run_differential(true, Migrate::Yes);
+}
+
+#[test]
+fn differential_resp2_while_slots_migrate_in_safe_mode() {
+    run_differential(false, Migrate::Safe);
+}
+
+#[test]
+fn differential_resp3_while_slots_migrate_in_safe_mode() {
+    run_differential(true, Migrate::Safe);
 }
 
 /// Error replies for bad arguments are Redis's own, word for word (the proxy
