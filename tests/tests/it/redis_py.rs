@@ -25,7 +25,8 @@ fn redis_py_works_through_the_proxy() {
 
 /// redis-py workers (RESP3: pipelines, MGET/MSET across slots, expiries)
 /// through both proxies while the dashboard moves half the slots from
-/// group 1 to group 2 and then every slot back to group 1: every reply
+/// group 1 to group 2 and then every slot back to group 1 (in the mover's
+/// safe mode): every reply
 /// matches each worker's model of its keys, and nothing acknowledged is
 /// lost (`tests/py/redis_py_migration.py`).
 #[test]
@@ -60,7 +61,8 @@ fn redis_py_sees_its_own_writes_while_slots_migrate() {
         .spawn()
         .expect("python3 runs");
     std::thread::sleep(Duration::from_secs(1));
-    for (slots, to) in [("0-511", 2), ("0-1023", 1)] {
+    // There in the default mode, back in safe mode.
+    for (slots, to, safe) in [("0-511", 2, false), ("0-1023", 1, true)] {
         let m = c
             .create_migration(&CreateMigration {
                 slots: slots.into(),
@@ -68,7 +70,7 @@ fn redis_py_sees_its_own_writes_while_slots_migrate() {
                 wave_size: Some(128),
                 keys_per_sec: Some(20_000),
                 bytes_per_sec: None,
-                safe: None,
+                safe: Some(safe),
             })
             .unwrap();
         wait_finished(&c, m.id, Duration::from_secs(120));
