@@ -26,9 +26,8 @@ fn redis_py_works_through_the_proxy() {
 /// redis-py workers (RESP3: pipelines, MGET/MSET across slots, expiries)
 /// through both proxies while the dashboard moves half the slots from
 /// group 1 to group 2 and then every slot back to group 1 (in the mover's
-/// safe mode): every reply
-/// matches each worker's model of its keys, and nothing acknowledged is
-/// lost (`tests/py/redis_py_migration.py`).
+/// safe mode): every reply matches each worker's model of its keys, and
+/// nothing acknowledged is lost (`tests/py/redis_py_migration.py`).
 #[test]
 fn redis_py_sees_its_own_writes_while_slots_migrate() {
     use std::time::Duration;
