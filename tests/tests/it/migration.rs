@@ -264,7 +264,7 @@ fn verify(s: &Setup, proxy: &str, logs: &[WriterLog]) {
 
 /// `n` filler keys (100-byte values) through `proxy`, so that migrations
 /// have real work while the writers run; checked again by [`check_fill`].
-fn fill(proxy: &str, n: usize) {
+pub(crate) fn fill(proxy: &str, n: usize) {
     let mut conn = connect(proxy).expect("connect to fill");
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
@@ -325,7 +325,7 @@ fn migrate(c: &Client, slots: &str, to: GroupId, wave_size: usize) -> MigrationV
 }
 
 /// A request with every option left to its default.
-fn plain(slots: &str, to: GroupId) -> CreateMigration {
+pub(crate) fn plain(slots: &str, to: GroupId) -> CreateMigration {
     CreateMigration {
         slots: slots.into(),
         to_group: to,
@@ -336,7 +336,6 @@ fn plain(slots: &str, to: GroupId) -> CreateMigration {
     }
 }
 
-/// Polls until `done(m)` or the time is up (then panics with the state).
 /// The migration's reason names `proxy` (a barrier waits on it).
 fn reason_names(m: &MigrationView, proxy: &str) -> bool {
     m.reason.as_deref().is_some_and(|r| r.contains(proxy))
@@ -353,6 +352,7 @@ fn wait_waiting_on(c: &Client, id: u64, proxy: &str) -> MigrationView {
     )
 }
 
+/// Polls until `done(m)` or the time is up (then panics with the state).
 fn wait_for(
     c: &Client,
     id: u64,
@@ -1186,12 +1186,10 @@ fn safe_mode_loses_no_write_while_the_targets_replica_lags() {
     load.wait_progress(2000);
     let m = c
         .create_migration(&CreateMigration {
-            slots: "0-511".into(),
-            to_group: 2,
             wave_size: Some(512),
             keys_per_sec: Some(400),
-            bytes_per_sec: None,
             safe: Some(true),
+            ..plain("0-511", 2)
         })
         .unwrap();
     // Frozen from before the first batch's copy until well after it.

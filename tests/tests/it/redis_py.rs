@@ -33,20 +33,13 @@ fn redis_py_sees_its_own_writes_while_slots_migrate() {
     use std::time::Duration;
 
     use crate::control_common::setup;
-    use crate::migration::wait_finished;
+    use crate::migration::{fill, plain, wait_finished};
     use shardis_dashboard::api::CreateMigration;
 
     let s = setup(&[1, 1], 2, |d| d);
     let c = s.client();
     // Other keys, so that each wave takes a while (at the rate below).
-    let mut conn = redis::Client::open(format!("redis://{}", s.proxies[0].addr()))
-        .and_then(|c| c.get_connection())
-        .unwrap();
-    let mut pipe = redis::pipe();
-    for i in 0..60_000 {
-        pipe.cmd("SET").arg(format!("filler:{i}")).arg("x").ignore();
-    }
-    pipe.query::<()>(&mut conn).unwrap();
+    fill(&s.proxies[0].addr(), 60_000);
     let ports: Vec<String> = s.proxies.iter().map(|p| p.port().to_string()).collect();
     let dir = tempfile::tempdir().unwrap();
     let stop = dir.path().join("stop");
@@ -64,12 +57,10 @@ fn redis_py_sees_its_own_writes_while_slots_migrate() {
     for (slots, to, safe) in [("0-511", 2, false), ("0-1023", 1, true)] {
         let m = c
             .create_migration(&CreateMigration {
-                slots: slots.into(),
-                to_group: to,
                 wave_size: Some(128),
                 keys_per_sec: Some(20_000),
-                bytes_per_sec: None,
                 safe: Some(safe),
+                ..plain(slots, to)
             })
             .unwrap();
         wait_finished(&c, m.id, Duration::from_secs(120));
