@@ -1284,18 +1284,39 @@ async fn run_wave(
         .unwrap_or_default();
     live.control.paused.store(false, Ordering::Relaxed);
     copy_held_keys(state, id, live, &wave, &big_first).await?;
+    // Slots of the wave that ended already (every key moved): the rest is
+    // what a retry moves, a roll-back moves back, and the end switches.
+    let mut slots = slots;
     let mut failures = 0;
     loop {
         let started = Instant::now();
-        match mover::move_wave(
-            &state.servers,
-            &state.leadership,
-            &wave,
-            &live.control,
-            &live.progress,
-        )
-        .await
-        {
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let moving = async {
+            let outcome = mover::move_wave(
+                &state.servers,
+                &state.leadership,
+                &wave,
+                &live.control,
+                &live.progress,
+                Some(&done_tx),
+            )
+            .await;
+            drop(done_tx);
+            outcome
+        };
+        let (outcome, ended) =
+            tokio::join!(moving, end_slots_early(state, id, migrating, to, done_rx));
+        if !ended.is_empty() {
+            slots.retain(|s| !ended.contains(s));
+            for &s in &ended {
+                if let Some(cell) = wave.slots.get_mut(s) {
+                    *cell = false;
+                }
+            }
+        }
+        // What is left of the wave.
+        let left = format_ranges(slots.iter().copied());
+        match outcome {
             Ok(Outcome::Done { big, ahead }) => {
                 tracing::info!(
                     id,
@@ -1317,7 +1338,7 @@ async fn run_wave(
                     state,
                     id,
                     Some(format!(
-                        "paused with slots {text} migrating: proxies move their keys on access"
+                        "paused with slots {left} migrating: proxies move their keys on access"
                     )),
                 )
                 .await;
@@ -1328,7 +1349,7 @@ async fn run_wave(
                 if !state.leadership.leading_now() {
                     return Err(e);
                 }
-                tracing::warn!("migration {id}: moving slots {text}: {e}");
+                tracing::warn!("migration {id}: moving slots {left}: {e}");
                 failures += 1;
                 // Both masters answer, so the failure is about the data
                 // (the target is full, refuses the payload…): after a few
@@ -1341,8 +1362,8 @@ async fn run_wave(
                     .unwrap_or(false);
                 if reachable && (failures >= MAX_WAVE_FAILURES || stop) {
                     let why = format!(
-                        "moving slots {text} from group {source} to group {to} failed {failures} \
-                         times ({e}); the wave was moved back to group {source}"
+                        "moving slots {left} from group {source} to group {to} failed {failures} \
+                         times ({e}); those slots were moved back to group {source}"
                     );
                     let _ = update(state, id, |m| {
                         m.error = Some(why.clone());
@@ -1367,7 +1388,11 @@ async fn run_wave(
     }
 
     // Complete: the target owns the slots.
-    let done = switch_slots(state, &slots, migrating, SlotState::Normal { group: to }).await?;
+    let done = if slots.is_empty() {
+        state.load().await?
+    } else {
+        switch_slots(state, &slots, migrating, SlotState::Normal { group: to }).await?
+    };
     let _ = update(state, id, |m| {
         m.error = None;
         Ok(())
@@ -1376,6 +1401,55 @@ async fn run_wave(
     save_counters(state, id, live).await;
     wait_barrier(state, id, done.version, "to apply the end of a wave").await?;
     Ok(())
+}
+
+/// How long the slots that ended mid-wave gather before one topology change
+/// makes them `normal(target)` together.
+const END_SLOTS_EVERY: Duration = Duration::from_millis(100);
+
+/// Makes the slots the mover reports on `done` (every key of theirs moved)
+/// `normal(to)`, a few at a time, while the wave goes on: proxies then send
+/// their requests straight to the target, instead of asking the source
+/// first. No key of such a slot is on the source or can appear there (it is
+/// `migrating` on every proxy that could write it), so, as at the end of a
+/// wave, it does not matter which of the two states a proxy sees; the
+/// wave's completion barrier covers these changes too. Returns the slots it
+/// switched; a change that fails is left to the end of the wave.
+async fn end_slots_early(
+    state: &AppState,
+    id: MigrationId,
+    migrating: SlotState,
+    to: GroupId,
+    mut done: tokio::sync::mpsc::UnboundedReceiver<Vec<usize>>,
+) -> Vec<usize> {
+    let mut ended = Vec::new();
+    let mut ready: Vec<usize> = Vec::new();
+    let mut open = true;
+    while open {
+        match done.recv().await {
+            Some(slots) => ready.extend(slots),
+            None => break,
+        }
+        let until = Instant::now() + END_SLOTS_EVERY;
+        loop {
+            match tokio::time::timeout_at(until, done.recv()).await {
+                Ok(Some(slots)) => ready.extend(slots),
+                Ok(None) => {
+                    open = false;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        match switch_slots(state, &ready, migrating, SlotState::Normal { group: to }).await {
+            Ok(_) => ended.append(&mut ready),
+            Err(e) => tracing::warn!(
+                "migration {id}: ending slots {} early failed: {e}; they end with the wave",
+                format_ranges(ready.iter().copied())
+            ),
+        }
+    }
+    ended
 }
 
 /// Moves a wave back to `back_to` from the migration's target. The slots
@@ -1436,6 +1510,7 @@ async fn finish_roll_back(
                 &wave,
                 &control,
                 &progress,
+                None,
             )
             .await?;
             Ok::<(), AppError>(())

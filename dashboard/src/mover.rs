@@ -5,10 +5,13 @@
 //! could still write them (the hold barrier and the fencing of lost proxies
 //! come first, see `migrate.rs`), so no key of those slots can appear on the
 //! source while it works. One `SCAN` of the source's master (never a
-//! replica) therefore finds every key of the wave; each key is hashed, and
-//! the wave's keys are moved with `MIGRATE … KEYS …` in batches bounded by
-//! count and bytes, several batches in flight on one connection (the source
-//! runs them back to back), under the migration's rate limit.
+//! replica) therefore finds every key of the wave; each key is hashed and
+//! kept by slot until the scan is over. Then the wave's keys are moved slot
+//! after slot with `MIGRATE … KEYS …`, in batches bounded by count and
+//! bytes, one at a time, under the migration's rate limit, and each slot is
+//! reported as soon as its last key moved, so that it can end (become
+//! `normal` on the target) before the rest of the wave: proxies send a
+//! moved key's requests to the source first while its slot is `migrating`.
 //!
 //! Every `MIGRATE` replaces: a key that is on the target while it is still
 //! on the source was left there by a move that failed half way (an I/O error
@@ -33,6 +36,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use shardis_topology::{slot_of, SLOT_COUNT};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::error::AppError;
@@ -210,13 +214,16 @@ impl Limiter {
     }
 }
 
-/// Moves the keys of `wave`; see the module docs.
+/// Moves the keys of `wave`; see the module docs. Each time every key of
+/// some slots has moved, those slots are sent on `done` (if given), so that
+/// they can end before the rest of the wave.
 pub async fn move_wave(
     servers: &Servers,
     leadership: &Leadership,
     wave: &Wave,
     control: &Control,
     progress: &Arc<Progress>,
+    done: Option<&UnboundedSender<Vec<usize>>>,
 ) -> Result<Outcome, AppError> {
     let source = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
     let mover = Mover::new(servers, wave, source)?;
@@ -224,36 +231,176 @@ pub async fn move_wave(
     let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
     let (outcome, ()) = tokio::try_join!(
         scan_wave(scan_conn, leadership, wave, control, tx),
-        migrate_batches(&mover, leadership, control, progress, rx),
+        migrate_batches(&mover, leadership, control, progress, rx, done),
     )?;
     Ok(outcome)
 }
 
-/// A batch of keys for `MIGRATE` and their bytes.
-type Batch = (Vec<Vec<u8>>, u64);
+/// A batch of keys for `MIGRATE`, their bytes, and the slots that have no
+/// key left on the source once it moved (and every batch before it).
+#[derive(Debug, Default)]
+struct Batch {
+    keys: Vec<Vec<u8>>,
+    bytes: u64,
+    completes: Vec<usize>,
+}
 
-/// The scan half of [`move_wave`]: finds the wave's keys and hands them on
-/// in batches; stops early when paused (the batches already handed on are
-/// still moved).
+/// The keys of one slot that the scan found, kept until it ends: names
+/// back to back, where each ends, and each key's size.
+#[derive(Debug, Default)]
+struct SlotKeys {
+    names: Vec<u8>,
+    ends: Vec<u32>,
+    sizes: Vec<u32>,
+}
+
+impl SlotKeys {
+    /// Bytes this costs the dashboard per key, besides the name.
+    const PER_KEY: usize = 8;
+
+    fn push(&mut self, key: &[u8], size: u64) {
+        self.names.extend_from_slice(key);
+        self.ends
+            .push(u32::try_from(self.names.len()).unwrap_or(u32::MAX));
+        self.sizes.push(u32::try_from(size).unwrap_or(u32::MAX));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .zip(self.sizes.iter().copied())
+            .filter_map(|((a, b), size)| {
+                let name = self.names.get(a as usize..b as usize)?;
+                Some((name, u64::from(size)))
+            })
+    }
+}
+
+/// How many bytes of key names (and [`SlotKeys::PER_KEY`] per key) the scan
+/// keeps in the dashboard's memory: 1,000,000 keys of 20 bytes take 28 MB.
+/// Past it, the keys it finds are moved at once instead (their slots then
+/// end with the rest, when the scan is over).
+const KEPT_BYTES: usize = 256 << 20;
+
+/// Builds the batches of [`scan_wave`]; sends each when it is full.
+struct Batcher<'a> {
+    open: Batch,
+    control: &'a Control,
+    tx: &'a tokio::sync::mpsc::Sender<Batch>,
+}
+
+impl Batcher<'_> {
+    async fn add(&mut self, key: Vec<u8>, size: u64) -> Result<(), AppError> {
+        if !self.open.keys.is_empty()
+            && (self.open.keys.len() >= Limiter::batch_keys(self.control)
+                || self.open.bytes + size > Limiter::batch_bytes(self.control))
+        {
+            self.send().await?;
+        }
+        self.open.keys.push(key);
+        self.open.bytes += size;
+        Ok(())
+    }
+
+    /// Sends the open batch (even when it holds no key but ends slots).
+    async fn send(&mut self) -> Result<(), AppError> {
+        if self.open.keys.is_empty() && self.open.completes.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::take(&mut self.open);
+        self.tx
+            .send(full)
+            .await
+            .map_err(|_| AppError::Internal("the mover's MIGRATE half ended early".into()))
+    }
+}
+
+/// What one full `SCAN` of a wave's source found: its keys by slot,
+/// sized (big ones apart), and the big keys of the lookahead slots.
+#[derive(Debug)]
+struct Scanned {
+    kept: Vec<SlotKeys>,
+    big: Vec<Vec<u8>>,
+    big_slots: Vec<bool>,
+    ahead: Vec<Vec<u8>>,
+}
+
+/// The scan half of [`move_wave`]. One `SCAN` of the source finds the
+/// wave's keys and sizes them; they are kept, by slot, until the scan is
+/// over, and then handed on slot after slot, so that each slot ends as soon
+/// as its own keys moved: proxies then send its requests straight to the
+/// target instead of asking the source first. Only a scan that saw the
+/// whole keyspace can tell that a slot has no other key, so nothing moves
+/// before it is over (past [`KEPT_BYTES`], keys move as they are found).
+/// Stops early when paused (the batches already handed on are still moved).
 async fn scan_wave(
-    mut scan_conn: MultiplexedConnection,
+    scan_conn: MultiplexedConnection,
     leadership: &Leadership,
     wave: &Wave,
     control: &Control,
     tx: tokio::sync::mpsc::Sender<Batch>,
 ) -> Result<Outcome, AppError> {
-    let mut batch: Vec<Vec<u8>> = Vec::new();
-    let mut batch_bytes: u64 = 0;
-    // Keys seen in this scan (SCAN may return a key twice).
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut batcher = Batcher {
+        open: Batch::default(),
+        control,
+        tx: &tx,
+    };
+    let Some((mut scanned, moved_early)) =
+        scan_keys(scan_conn, leadership, wave, control, &mut batcher).await?
+    else {
+        return Ok(Outcome::Paused);
+    };
+    // The scan is over: slot after slot, each ending with its last batch.
+    for (slot, keys) in scanned.kept.iter_mut().enumerate() {
+        if !wave.slots.get(slot).copied().unwrap_or(false) {
+            continue;
+        }
+        if control.paused.load(Ordering::Relaxed) {
+            batcher.send().await?;
+            return Ok(Outcome::Paused);
+        }
+        check_leading(leadership)?;
+        let keys = std::mem::take(keys);
+        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(keys.ends.len());
+        for (key, size) in keys.iter() {
+            if seen.insert(key) && !moved_early.contains(key) {
+                batcher.add(key.to_vec(), size).await?;
+            }
+        }
+        if !scanned.big_slots.get(slot).copied().unwrap_or(false) {
+            batcher.open.completes.push(slot);
+        }
+    }
+    batcher.send().await?;
+    Ok(Outcome::Done {
+        big: scanned.big,
+        ahead: scanned.ahead,
+    })
+}
+
+/// The `SCAN` itself: every key of the wave, kept by slot; past
+/// [`KEPT_BYTES`] handed to `batcher` at once (those are returned too, as
+/// moved early). `None` when paused.
+async fn scan_keys(
+    mut scan_conn: MultiplexedConnection,
+    leadership: &Leadership,
+    wave: &Wave,
+    control: &Control,
+    batcher: &mut Batcher<'_>,
+) -> Result<Option<(Scanned, HashSet<Vec<u8>>)>, AppError> {
+    let mut kept: Vec<SlotKeys> = Vec::new();
+    kept.resize_with(SLOT_COUNT, SlotKeys::default);
+    let mut kept_bytes: usize = 0;
+    // Keys moved as found, past KEPT_BYTES (SCAN may return a key twice).
+    let mut moved_early: HashSet<Vec<u8>> = HashSet::new();
     let mut big: Vec<Vec<u8>> = Vec::new();
+    let mut big_slots = vec![false; SLOT_COUNT];
     let mut ahead: Vec<Vec<u8>> = Vec::new();
-    // The migrating half ended (with an error, which `try_join!` reports).
-    let gone = || AppError::Internal("the mover's MIGRATE half ended early".into());
     let mut page = scan_page(&mut scan_conn, &wave.source, 0, SCAN_COUNT).await?;
     loop {
         if control.paused.load(Ordering::Relaxed) {
-            return Ok(Outcome::Paused);
+            return Ok(None);
         }
         check_leading(leadership)?;
         let (next, keys) = page;
@@ -262,9 +409,7 @@ async fn scan_wave(
         for key in keys {
             let slot = usize::from(slot_of(&key));
             if wave.slots.get(slot).copied().unwrap_or(false) {
-                if seen.insert(key.clone()) {
-                    mine.push(key);
-                }
+                mine.push(key);
             } else if wave.lookahead.get(slot).copied().unwrap_or(false) {
                 upcoming.push(key);
             }
@@ -277,31 +422,42 @@ async fn scan_wave(
         for (key, size) in mine.into_iter().zip(sizes) {
             // `None`: gone since the scan saw it (moved on access, expired).
             let Some(size) = size else { continue };
+            let slot = usize::from(slot_of(&key));
             if wave.defer_big && size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
                 big.push(key);
+                if let Some(b) = big_slots.get_mut(slot) {
+                    *b = true;
+                }
                 continue;
             }
-            if !batch.is_empty()
-                && (batch.len() >= Limiter::batch_keys(control)
-                    || batch_bytes + size > Limiter::batch_bytes(control))
-            {
-                let full = std::mem::take(&mut batch);
-                let bytes = std::mem::replace(&mut batch_bytes, 0);
-                tx.send((full, bytes)).await.map_err(|_| gone())?;
+            let cost = key.len() + SlotKeys::PER_KEY;
+            match kept.get_mut(slot) {
+                Some(keys) if kept_bytes + cost <= KEPT_BYTES => {
+                    keys.push(&key, size);
+                    kept_bytes += cost;
+                }
+                _ => {
+                    if moved_early.insert(key.clone()) {
+                        batcher.add(key, size).await?;
+                    }
+                }
             }
-            batch.push(key);
-            batch_bytes += size;
         }
         if next == 0 {
             break;
         }
     }
-    if !batch.is_empty() {
-        tx.send((batch, batch_bytes)).await.map_err(|_| gone())?;
-    }
+    big.sort();
+    big.dedup();
     ahead.sort();
     ahead.dedup();
-    Ok(Outcome::Done { big, ahead })
+    let scanned = Scanned {
+        kept,
+        big,
+        big_slots,
+        ahead,
+    };
+    Ok(Some((scanned, moved_early)))
 }
 
 /// A `SCAN` page: the next cursor and the keys.
@@ -363,15 +519,22 @@ async fn migrate_batches(
     control: &Control,
     progress: &Progress,
     mut rx: tokio::sync::mpsc::Receiver<Batch>,
+    done: Option<&UnboundedSender<Vec<usize>>>,
 ) -> Result<(), AppError> {
     let mut limiter = Limiter::new();
-    while let Some((keys, bytes)) = rx.recv().await {
+    while let Some(batch) = rx.recv().await {
         check_leading(leadership)?;
-        limiter.admit(control, keys.len(), bytes).await;
-        let n = keys.len() as u64;
-        mover.move_batch(keys).await?;
-        progress.keys.fetch_add(n, Ordering::Relaxed);
-        progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if !batch.keys.is_empty() {
+            limiter.admit(control, batch.keys.len(), batch.bytes).await;
+            let n = batch.keys.len() as u64;
+            mover.move_batch(batch.keys).await?;
+            progress.keys.fetch_add(n, Ordering::Relaxed);
+            progress.bytes.fetch_add(batch.bytes, Ordering::Relaxed);
+        }
+        if let (Some(done), false) = (done, batch.completes.is_empty()) {
+            // The receiver may be gone (the wave ends with the rest then).
+            let _ = done.send(batch.completes);
+        }
     }
     Ok(())
 }
