@@ -430,6 +430,74 @@ fn every_slot_moves_there_and_back_under_load_without_losing_a_write() {
     );
 }
 
+/// A wave's slots end one by one: each becomes `normal` on the target as
+/// soon as its last key moved, while the rest of the wave still moves, and
+/// never while a key of it is still on the source.
+#[test]
+fn slots_of_a_wave_end_one_by_one_once_their_keys_moved() {
+    let s = setup(&[1, 1], 2, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 20_000);
+    let load = start_load(proxy_addrs(&s), 4);
+    load.wait_progress(300);
+
+    // One wave of 512 slots (about 10,000 keys), moved at 4,000 keys/s.
+    let m = c
+        .create_migration(&CreateMigration {
+            slots: "0-511".into(),
+            to_group: 2,
+            wave_size: Some(512),
+            keys_per_sec: Some(4000),
+            bytes_per_sec: None,
+            safe: None,
+        })
+        .unwrap();
+    let source = &s.servers(1)[0];
+    let mut seen_mid_wave = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let now = c.migration(m.id).unwrap();
+        assert_ne!(now.state, "failed", "{now:#?}");
+        let slots = s.stored().slots;
+        let ended: Vec<usize> = (0..512)
+            .filter(|&i| slots[i] == SlotState::Normal { group: 2 })
+            .collect();
+        let migrating = (0..512)
+            .filter(|&i| matches!(slots[i], SlotState::Migrating { .. }))
+            .count();
+        // No key of an ended slot is left on the source.
+        let keys: Vec<String> = (0..20_000)
+            .map(|i| format!("fill:{i}"))
+            .filter(|k| slots[usize::from(slot_of(k.as_bytes()))] == SlotState::Normal { group: 2 })
+            .collect();
+        for chunk in keys.chunks(500) {
+            let mut args = vec!["EXISTS"];
+            args.extend(chunk.iter().map(String::as_str));
+            assert_eq!(
+                source.cmd(&args),
+                b":0\r\n",
+                "keys of ended slots are still on the source"
+            );
+        }
+        if !ended.is_empty() && migrating > 0 {
+            // Slot after slot, lowest first.
+            assert!(ended.iter().enumerate().all(|(i, &s)| i == s), "{ended:?}");
+            seen_mid_wave = true;
+        }
+        if now.state == "finished" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen_mid_wave, "no slot ended before the rest of its wave");
+    let m = wait_finished(&c, m.id, Duration::from_secs(30));
+    assert_eq!(m.slots_done, 512);
+    assert!((0..512).all(|i| s.stored().slots[i] == SlotState::Normal { group: 2 }));
+    let logs = load.finish();
+    verify(&s, &s.proxies[0].addr(), &logs);
+    check_fill(&s.proxies[1].addr(), 20_000);
+}
+
 #[test]
 fn a_standby_dashboard_resumes_a_migration_when_the_leader_is_killed() {
     let s = setup(&[1, 1], 2, |d| d.lease_ttl(2));
