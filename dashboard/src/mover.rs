@@ -346,8 +346,7 @@ async fn scan_wave(
         control,
         tx: &tx,
     };
-    let Some((mut scanned, moved_early)) =
-        scan_keys(scan_conn, leadership, wave, control, &mut batcher).await?
+    let Some(mut scanned) = scan_keys(scan_conn, leadership, wave, control, &mut batcher).await?
     else {
         return Ok(Outcome::Paused);
     };
@@ -364,7 +363,7 @@ async fn scan_wave(
         let keys = std::mem::take(keys);
         let mut seen: HashSet<&[u8]> = HashSet::with_capacity(keys.ends.len());
         for (key, size) in keys.iter() {
-            if seen.insert(key) && !moved_early.contains(key) {
+            if seen.insert(key) {
                 batcher.add(key.to_vec(), size).await?;
             }
         }
@@ -380,20 +379,20 @@ async fn scan_wave(
 }
 
 /// The `SCAN` itself: every key of the wave, kept by slot; past
-/// [`KEPT_BYTES`] handed to `batcher` at once (those are returned too, as
-/// moved early). `None` when paused.
+/// [`KEPT_BYTES`] handed to `batcher` at once. Such a key may be moved
+/// twice (`SCAN` can return a key twice, and it may have been kept before):
+/// the second `MIGRATE` finds it gone and moves nothing, but it counts
+/// twice in the keys moved. `None` when paused.
 async fn scan_keys(
     mut scan_conn: MultiplexedConnection,
     leadership: &Leadership,
     wave: &Wave,
     control: &Control,
     batcher: &mut Batcher<'_>,
-) -> Result<Option<(Scanned, HashSet<Vec<u8>>)>, AppError> {
+) -> Result<Option<Scanned>, AppError> {
     let mut kept: Vec<SlotKeys> = Vec::new();
     kept.resize_with(SLOT_COUNT, SlotKeys::default);
     let mut kept_bytes: usize = 0;
-    // Keys moved as found, past KEPT_BYTES (SCAN may return a key twice).
-    let mut moved_early: HashSet<Vec<u8>> = HashSet::new();
     let mut big: Vec<Vec<u8>> = Vec::new();
     let mut big_slots = vec![false; SLOT_COUNT];
     let mut ahead: Vec<Vec<u8>> = Vec::new();
@@ -436,11 +435,7 @@ async fn scan_keys(
                     keys.push(&key, size);
                     kept_bytes += cost;
                 }
-                _ => {
-                    if moved_early.insert(key.clone()) {
-                        batcher.add(key, size).await?;
-                    }
-                }
+                _ => batcher.add(key, size).await?,
             }
         }
         if next == 0 {
@@ -457,7 +452,7 @@ async fn scan_keys(
         big_slots,
         ahead,
     };
-    Ok(Some((scanned, moved_early)))
+    Ok(Some(scanned))
 }
 
 /// A `SCAN` page: the next cursor and the keys.
