@@ -444,12 +444,9 @@ fn slots_of_a_wave_end_one_by_one_once_their_keys_moved() {
     // One wave of 512 slots (about 10,000 keys), moved at 4,000 keys/s.
     let m = c
         .create_migration(&CreateMigration {
-            slots: "0-511".into(),
-            to_group: 2,
             wave_size: Some(512),
             keys_per_sec: Some(4000),
-            bytes_per_sec: None,
-            safe: None,
+            ..plain("0-511", 2)
         })
         .unwrap();
     let source = &s.servers(1)[0];
