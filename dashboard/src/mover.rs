@@ -228,12 +228,25 @@ pub async fn move_wave(
     let source = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
     let mover = Mover::new(servers, wave, source)?;
     let scan_conn = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
+    let sizing_conn = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
-    let (outcome, ()) = tokio::try_join!(
+    let migrating = Migrating {
+        mover: &mover,
+        sizing_conn,
+        wave,
+        leadership,
+        control,
+        progress,
+        done,
+    };
+    let (outcome, big) = tokio::try_join!(
         scan_wave(scan_conn, leadership, wave, control, tx),
-        migrate_batches(&mover, leadership, control, progress, rx, done),
+        migrating.run(rx),
     )?;
-    Ok(outcome)
+    Ok(match outcome {
+        Outcome::Done { ahead, .. } => Outcome::Done { big, ahead },
+        paused => paused,
+    })
 }
 
 /// A batch of keys for `MIGRATE`, their bytes, and the slots that have no
@@ -316,13 +329,11 @@ impl Batcher<'_> {
     }
 }
 
-/// What one full `SCAN` of a wave's source found: its keys by slot,
-/// sized (big ones apart), and the big keys of the lookahead slots.
+/// What one full `SCAN` of a wave's source found: its keys by slot, and
+/// the big keys of the lookahead slots.
 #[derive(Debug)]
 struct Scanned {
     kept: Vec<SlotKeys>,
-    big: Vec<Vec<u8>>,
-    big_slots: Vec<bool>,
     ahead: Vec<Vec<u8>>,
 }
 
@@ -367,13 +378,11 @@ async fn scan_wave(
                 batcher.add(key.to_vec(), size).await?;
             }
         }
-        if !scanned.big_slots.get(slot).copied().unwrap_or(false) {
-            batcher.open.completes.push(slot);
-        }
+        batcher.open.completes.push(slot);
     }
     batcher.send().await?;
     Ok(Outcome::Done {
-        big: scanned.big,
+        big: Vec::new(),
         ahead: scanned.ahead,
     })
 }
@@ -393,8 +402,6 @@ async fn scan_keys(
     let mut kept: Vec<SlotKeys> = Vec::new();
     kept.resize_with(SLOT_COUNT, SlotKeys::default);
     let mut kept_bytes: usize = 0;
-    let mut big: Vec<Vec<u8>> = Vec::new();
-    let mut big_slots = vec![false; SLOT_COUNT];
     let mut ahead: Vec<Vec<u8>> = Vec::new();
     let mut page = scan_page(&mut scan_conn, &wave.source, 0, SCAN_COUNT).await?;
     loop {
@@ -413,45 +420,30 @@ async fn scan_keys(
                 upcoming.push(key);
             }
         }
-        let ((sizes, next_big), following) =
-            sizes_and_next_page(&scan_conn, &wave.source, &mine, &upcoming, next, SCAN_COUNT)
-                .await?;
+        // The wave's own keys are sized just before they move (see
+        // `Migrating`), the next wave's now.
+        let ((_, next_big), following) =
+            sizes_and_next_page(&scan_conn, &wave.source, &[], &upcoming, next, SCAN_COUNT).await?;
         page = following;
         ahead.extend(next_big);
-        for (key, size) in mine.into_iter().zip(sizes) {
-            // `None`: gone since the scan saw it (moved on access, expired).
-            let Some(size) = size else { continue };
+        for key in mine {
             let slot = usize::from(slot_of(&key));
-            if wave.defer_big && size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
-                big.push(key);
-                if let Some(b) = big_slots.get_mut(slot) {
-                    *b = true;
-                }
-                continue;
-            }
             let cost = key.len() + SlotKeys::PER_KEY;
             match kept.get_mut(slot) {
                 Some(keys) if kept_bytes + cost <= KEPT_BYTES => {
-                    keys.push(&key, size);
+                    keys.push(&key, 0);
                     kept_bytes += cost;
                 }
-                _ => batcher.add(key, size).await?,
+                _ => batcher.add(key, 0).await?,
             }
         }
         if next == 0 {
             break;
         }
     }
-    big.sort();
-    big.dedup();
     ahead.sort();
     ahead.dedup();
-    let scanned = Scanned {
-        kept,
-        big,
-        big_slots,
-        ahead,
-    };
+    let scanned = Scanned { kept, ahead };
     Ok(Some(scanned))
 }
 
@@ -506,32 +498,137 @@ async fn sizes_and_next_page(
     Ok((sized?, following?))
 }
 
-/// The migrating half of [`move_wave`]: one batch at a time, under the rate
-/// limit, until the scan half is done and every batch it handed on moved.
-async fn migrate_batches(
-    mover: &Mover,
-    leadership: &Leadership,
-    control: &Control,
-    progress: &Progress,
-    mut rx: tokio::sync::mpsc::Receiver<Batch>,
-    done: Option<&UnboundedSender<Vec<usize>>>,
-) -> Result<(), AppError> {
-    let mut limiter = Limiter::new();
-    while let Some(batch) = rx.recv().await {
-        check_leading(leadership)?;
-        if !batch.keys.is_empty() {
-            limiter.admit(control, batch.keys.len(), batch.bytes).await;
-            let n = batch.keys.len() as u64;
-            mover.move_batch(batch.keys).await?;
-            progress.keys.fetch_add(n, Ordering::Relaxed);
-            progress.bytes.fetch_add(batch.bytes, Ordering::Relaxed);
+/// The migrating half of [`move_wave`].
+struct Migrating<'a> {
+    mover: &'a Mover,
+    /// A connection of its own to the source, for sizing.
+    sizing_conn: MultiplexedConnection,
+    wave: &'a Wave,
+    leadership: &'a Leadership,
+    control: &'a Control,
+    progress: &'a Progress,
+    done: Option<&'a UnboundedSender<Vec<usize>>>,
+}
+
+/// A batch after sizing: its keys in parts bounded by bytes (each one
+/// `MIGRATE`), the slots it ends, and the big keys taken out of it.
+#[derive(Debug, Default)]
+struct SizedBatch {
+    parts: Vec<(Vec<Vec<u8>>, u64)>,
+    completes: Vec<usize>,
+    big: Vec<Vec<u8>>,
+}
+
+impl Migrating<'_> {
+    /// Moves the batches the scan half hands on, one `MIGRATE` at a time,
+    /// under the rate limit, until the scan half is done and every batch
+    /// moved. Each batch is sized (`MEMORY USAGE` of its keys) while the
+    /// one before it moves, so the sizing fills the source's pauses between
+    /// `MIGRATE`s instead of lengthening the scan. Big keys are taken out,
+    /// returned, and their slots never reported done.
+    async fn run(
+        self,
+        mut rx: tokio::sync::mpsc::Receiver<Batch>,
+    ) -> Result<Vec<Vec<u8>>, AppError> {
+        let mut limiter = Limiter::new();
+        let mut big: Vec<Vec<u8>> = Vec::new();
+        let mut big_slots = vec![false; SLOT_COUNT];
+        let mut ready: Option<SizedBatch> = None;
+        let mut open = true;
+        while open || ready.is_some() {
+            let incoming = if open { rx.recv().await } else { None };
+            open = incoming.is_some();
+            check_leading(self.leadership)?;
+            let mut sizing_conn = self.sizing_conn.clone();
+            let this = &self;
+            let sizing = async {
+                match incoming {
+                    Some(batch) => this.size(&mut sizing_conn, batch).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let moving = async {
+                match ready.take() {
+                    Some(sized) => this.migrate(&mut limiter, sized, &big_slots).await,
+                    None => Ok(()),
+                }
+            };
+            let (sized, moved) = tokio::join!(sizing, moving);
+            moved?;
+            ready = sized?;
+            if let Some(sized) = ready.as_mut() {
+                for key in sized.big.drain(..) {
+                    if let Some(b) = big_slots.get_mut(usize::from(slot_of(&key))) {
+                        *b = true;
+                    }
+                    big.push(key);
+                }
+            }
         }
-        if let (Some(done), false) = (done, batch.completes.is_empty()) {
-            // The receiver may be gone (the wave ends with the rest then).
-            let _ = done.send(batch.completes);
-        }
+        big.sort();
+        big.dedup();
+        Ok(big)
     }
-    Ok(())
+
+    async fn size(
+        &self,
+        conn: &mut MultiplexedConnection,
+        batch: Batch,
+    ) -> Result<SizedBatch, AppError> {
+        let mut sized = SizedBatch {
+            completes: batch.completes,
+            ..SizedBatch::default()
+        };
+        if batch.keys.is_empty() {
+            return Ok(sized);
+        }
+        let (sizes, _) = page_sizes(conn, &self.wave.source, &batch.keys, &[]).await?;
+        let limit = Limiter::batch_bytes(self.control);
+        let (mut part, mut bytes) = (Vec::new(), 0u64);
+        for (key, size) in batch.keys.into_iter().zip(sizes) {
+            // `None`: gone since the scan saw it (moved on access, expired).
+            let Some(size) = size else { continue };
+            if self.wave.defer_big && size >= BIG_KEY_BYTES && tmp_name(&key).is_some() {
+                sized.big.push(key);
+                continue;
+            }
+            if !part.is_empty() && bytes + size > limit {
+                sized.parts.push((std::mem::take(&mut part), bytes));
+                bytes = 0;
+            }
+            part.push(key);
+            bytes += size;
+        }
+        if !part.is_empty() {
+            sized.parts.push((part, bytes));
+        }
+        Ok(sized)
+    }
+
+    async fn migrate(
+        &self,
+        limiter: &mut Limiter,
+        sized: SizedBatch,
+        big_slots: &[bool],
+    ) -> Result<(), AppError> {
+        for (keys, bytes) in sized.parts {
+            limiter.admit(self.control, keys.len(), bytes).await;
+            let n = keys.len() as u64;
+            self.mover.move_batch(keys).await?;
+            self.progress.keys.fetch_add(n, Ordering::Relaxed);
+            self.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        let completes: Vec<usize> = sized
+            .completes
+            .into_iter()
+            .filter(|&s| !big_slots.get(s).copied().unwrap_or(false))
+            .collect();
+        if let (Some(done), false) = (self.done, completes.is_empty()) {
+            // The receiver may be gone (the wave ends with the rest then).
+            let _ = done.send(completes);
+        }
+        Ok(())
+    }
 }
 
 /// A dashboard that cannot prove it still leads stops moving at once: a
