@@ -1414,7 +1414,8 @@ const END_SLOTS_EVERY: Duration = Duration::from_millis(100);
 /// `migrating` on every proxy that could write it), so, as at the end of a
 /// wave, it does not matter which of the two states a proxy sees; the
 /// wave's completion barrier covers these changes too. Returns the slots it
-/// switched; a change that fails is left to the end of the wave.
+/// switched; slots whose change failed are tried again with the next ones
+/// that end, or else left to the end of the wave.
 async fn end_slots_early(
     state: &AppState,
     id: MigrationId,

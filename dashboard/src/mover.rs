@@ -239,64 +239,58 @@ pub async fn move_wave(
         progress,
         done,
     };
-    let (outcome, big) = tokio::try_join!(
+    let (scanned, big) = tokio::try_join!(
         scan_wave(scan_conn, leadership, wave, control, tx),
         migrating.run(rx),
     )?;
-    Ok(match outcome {
-        Outcome::Done { ahead, .. } => Outcome::Done { big, ahead },
-        paused => paused,
+    Ok(match scanned {
+        Some(ahead) => Outcome::Done { big, ahead },
+        None => Outcome::Paused,
     })
 }
 
-/// A batch of keys for `MIGRATE`, their bytes, and the slots that have no
-/// key left on the source once it moved (and every batch before it).
+/// A batch of keys for `MIGRATE` (not sized yet), and the slots that have
+/// no key left on the source once it moved (and every batch before it).
 #[derive(Debug, Default)]
 struct Batch {
     keys: Vec<Vec<u8>>,
-    bytes: u64,
     completes: Vec<usize>,
 }
 
 /// The keys of one slot that the scan found, kept until it ends: names
-/// back to back, where each ends, and each key's size.
+/// back to back, and where each ends.
 #[derive(Debug, Default)]
 struct SlotKeys {
     names: Vec<u8>,
     ends: Vec<u32>,
-    sizes: Vec<u32>,
 }
 
 impl SlotKeys {
     /// Bytes this costs the dashboard per key, besides the name.
-    const PER_KEY: usize = 8;
+    const PER_KEY: usize = 4;
 
-    fn push(&mut self, key: &[u8], size: u64) {
+    fn push(&mut self, key: &[u8]) {
         self.names.extend_from_slice(key);
         self.ends
             .push(u32::try_from(self.names.len()).unwrap_or(u32::MAX));
-        self.sizes.push(u32::try_from(size).unwrap_or(u32::MAX));
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+    fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
             .zip(self.ends.iter().copied())
-            .zip(self.sizes.iter().copied())
-            .filter_map(|((a, b), size)| {
-                let name = self.names.get(a as usize..b as usize)?;
-                Some((name, u64::from(size)))
-            })
+            .filter_map(|(a, b)| self.names.get(a as usize..b as usize))
     }
 }
 
 /// How many bytes of key names (and [`SlotKeys::PER_KEY`] per key) the scan
-/// keeps in the dashboard's memory: 1,000,000 keys of 20 bytes take 28 MB.
+/// keeps in the dashboard's memory: 1,000,000 keys of 20 bytes take 24 MB.
 /// Past it, the keys it finds are moved at once instead (their slots then
 /// end with the rest, when the scan is over).
 const KEPT_BYTES: usize = 256 << 20;
 
-/// Builds the batches of [`scan_wave`]; sends each when it is full.
+/// Builds the batches of [`scan_wave`] (bounded by count; [`Migrating`]
+/// sizes them); sends each when it is full.
 struct Batcher<'a> {
     open: Batch,
     control: &'a Control,
@@ -304,15 +298,11 @@ struct Batcher<'a> {
 }
 
 impl Batcher<'_> {
-    async fn add(&mut self, key: Vec<u8>, size: u64) -> Result<(), AppError> {
-        if !self.open.keys.is_empty()
-            && (self.open.keys.len() >= Limiter::batch_keys(self.control)
-                || self.open.bytes + size > Limiter::batch_bytes(self.control))
-        {
+    async fn add(&mut self, key: Vec<u8>) -> Result<(), AppError> {
+        if self.open.keys.len() >= Limiter::batch_keys(self.control) {
             self.send().await?;
         }
         self.open.keys.push(key);
-        self.open.bytes += size;
         Ok(())
     }
 
@@ -338,20 +328,21 @@ struct Scanned {
 }
 
 /// The scan half of [`move_wave`]. One `SCAN` of the source finds the
-/// wave's keys and sizes them; they are kept, by slot, until the scan is
-/// over, and then handed on slot after slot, so that each slot ends as soon
+/// wave's keys; they are kept, by slot, until the scan is over, and then
+/// handed on slot after slot, so that each slot ends as soon
 /// as its own keys moved: proxies then send its requests straight to the
 /// target instead of asking the source first. Only a scan that saw the
 /// whole keyspace can tell that a slot has no other key, so nothing moves
 /// before it is over (past [`KEPT_BYTES`], keys move as they are found).
-/// Stops early when paused (the batches already handed on are still moved).
+/// Returns the big keys of the lookahead slots, or `None` when paused (the
+/// batches already handed on are still moved).
 async fn scan_wave(
     scan_conn: MultiplexedConnection,
     leadership: &Leadership,
     wave: &Wave,
     control: &Control,
     tx: tokio::sync::mpsc::Sender<Batch>,
-) -> Result<Outcome, AppError> {
+) -> Result<Option<Vec<Vec<u8>>>, AppError> {
     let mut batcher = Batcher {
         open: Batch::default(),
         control,
@@ -359,7 +350,7 @@ async fn scan_wave(
     };
     let Some(mut scanned) = scan_keys(scan_conn, leadership, wave, control, &mut batcher).await?
     else {
-        return Ok(Outcome::Paused);
+        return Ok(None);
     };
     // The scan is over: slot after slot, each ending with its last batch.
     for (slot, keys) in scanned.kept.iter_mut().enumerate() {
@@ -368,23 +359,20 @@ async fn scan_wave(
         }
         if control.paused.load(Ordering::Relaxed) {
             batcher.send().await?;
-            return Ok(Outcome::Paused);
+            return Ok(None);
         }
         check_leading(leadership)?;
         let keys = std::mem::take(keys);
         let mut seen: HashSet<&[u8]> = HashSet::with_capacity(keys.ends.len());
-        for (key, size) in keys.iter() {
+        for key in keys.iter() {
             if seen.insert(key) {
-                batcher.add(key.to_vec(), size).await?;
+                batcher.add(key.to_vec()).await?;
             }
         }
         batcher.open.completes.push(slot);
     }
     batcher.send().await?;
-    Ok(Outcome::Done {
-        big: Vec::new(),
-        ahead: scanned.ahead,
-    })
+    Ok(Some(scanned.ahead))
 }
 
 /// The `SCAN` itself: every key of the wave, kept by slot; past
@@ -410,12 +398,12 @@ async fn scan_keys(
         }
         check_leading(leadership)?;
         let (next, keys) = page;
-        let mut mine: Vec<Vec<u8>> = Vec::new();
+        let mut mine: Vec<(usize, Vec<u8>)> = Vec::new();
         let mut upcoming: Vec<Vec<u8>> = Vec::new();
         for key in keys {
             let slot = usize::from(slot_of(&key));
             if wave.slots.get(slot).copied().unwrap_or(false) {
-                mine.push(key);
+                mine.push((slot, key));
             } else if wave.lookahead.get(slot).copied().unwrap_or(false) {
                 upcoming.push(key);
             }
@@ -426,15 +414,14 @@ async fn scan_keys(
             sizes_and_next_page(&scan_conn, &wave.source, &[], &upcoming, next, SCAN_COUNT).await?;
         page = following;
         ahead.extend(next_big);
-        for key in mine {
-            let slot = usize::from(slot_of(&key));
+        for (slot, key) in mine {
             let cost = key.len() + SlotKeys::PER_KEY;
             match kept.get_mut(slot) {
                 Some(keys) if kept_bytes + cost <= KEPT_BYTES => {
-                    keys.push(&key, 0);
+                    keys.push(&key);
                     kept_bytes += cost;
                 }
-                _ => batcher.add(key, 0).await?,
+                _ => batcher.add(key).await?,
             }
         }
         if next == 0 {
