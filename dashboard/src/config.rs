@@ -36,6 +36,10 @@ pub struct Config {
     /// How often proxies' stats and servers' INFO are collected (the web
     /// UI's and `/api/v1/stats`'s resolution; 300 points are kept).
     pub stats_interval_ms: u64,
+    /// MiB of key names the mover keeps per wave, so that each slot can end
+    /// as soon as its own keys moved; past it, keys move as the scan finds
+    /// them and their slots end with the wave. 0: keep none.
+    pub mover_memory_mib: u64,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             redis_timeout_ms: 2000,
             proxy_health_timeout_ms: 500,
             stats_interval_ms: 1000,
+            mover_memory_mib: 256,
         }
     }
 }
@@ -127,6 +132,10 @@ impl Config {
     pub fn proxy_health_timeout(&self) -> Duration {
         Duration::from_millis(self.proxy_health_timeout_ms)
     }
+    /// [`Self::mover_memory_mib`] in bytes.
+    pub fn mover_memory(&self) -> usize {
+        usize::try_from(self.mover_memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
 }
 
 /// What `--default-config` prints: every setting with its default, explained.
@@ -165,6 +174,10 @@ proxy_health_timeout_ms = 500
 # How often every proxy's /api/v1/stats and every server's INFO are read for
 # /api/v1/stats, /metrics and the web UI (the last 300 readings are kept).
 stats_interval_ms = 1000
+# MiB of key names the migration mover keeps per wave (about 24 bytes per key
+# of 20 bytes), so that each slot ends as soon as its own keys moved; past it,
+# keys move as they are found and their slots end with the wave. 0: keep none.
+mover_memory_mib = 256
 "#;
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ struct Args {
     /// How long a promotion waits for the replica to catch up, in seconds [default: 30].
     #[arg(long)]
     catchup_timeout: Option<u64>,
+    /// MiB of key names the migration mover keeps per wave [default: 256].
+    #[arg(long)]
+    mover_memory_mib: Option<u64>,
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -70,6 +73,7 @@ fn load(args: &Args) -> anyhow::Result<Config> {
         lease_ttl_secs = args.lease_ttl,
         barrier_timeout_secs = args.barrier_timeout,
         catchup_timeout_secs = args.catchup_timeout,
+        mover_memory_mib = args.mover_memory_mib,
     );
     for (field, arg) in [
         (&mut c.admin_token, &args.admin_token),

@@ -1276,6 +1276,7 @@ async fn run_wave(
 
     let mut wave = mover::Wave::new(source_master.clone(), target_master.clone(), &slots);
     wave.safe = m.safe;
+    wave.kept_bytes = state.config.mover_memory();
     wave.look_ahead(next);
     wave.target_replicas = t
         .groups
@@ -1496,6 +1497,7 @@ async fn finish_roll_back(
                 switch_slots(state, slots, held, reverse).await?;
             }
             let mut wave = mover::Wave::new(away, home, slots);
+            wave.kept_bytes = state.config.mover_memory();
             wave.defer_big = false;
             wave.safe = m.safe;
             wave.target_replicas = t

@@ -107,6 +107,11 @@ pub struct Wave {
     /// also looks for their big keys, so the next wave needs no scan of its
     /// own before it starts.
     pub lookahead: Vec<bool>,
+    /// Bytes of key names (and [`SlotKeys::PER_KEY`] per key) the scan
+    /// keeps, by slot, until it is over; past it, the keys it finds are
+    /// moved at once instead, and their slots end with the rest of the
+    /// wave. 1,000,000 keys of 20 bytes take 24 MB.
+    pub kept_bytes: usize,
 }
 
 impl Wave {
@@ -119,6 +124,7 @@ impl Wave {
             safe: false,
             defer_big: true,
             lookahead: Vec::new(),
+            kept_bytes: KEPT_BYTES,
         }
     }
 
@@ -283,10 +289,7 @@ impl SlotKeys {
     }
 }
 
-/// How many bytes of key names (and [`SlotKeys::PER_KEY`] per key) the scan
-/// keeps in the dashboard's memory: 1,000,000 keys of 20 bytes take 24 MB.
-/// Past it, the keys it finds are moved at once instead (their slots then
-/// end with the rest, when the scan is over).
+/// The default of [`Wave::kept_bytes`].
 const KEPT_BYTES: usize = 256 << 20;
 
 /// Builds the batches of [`scan_wave`] (bounded by count; [`Migrating`]
@@ -333,7 +336,8 @@ struct Scanned {
 /// as its own keys moved: proxies then send its requests straight to the
 /// target instead of asking the source first. Only a scan that saw the
 /// whole keyspace can tell that a slot has no other key, so nothing moves
-/// before it is over (past [`KEPT_BYTES`], keys move as they are found).
+/// before it is over (past [`Wave::kept_bytes`], keys move as they are
+/// found).
 /// Returns the big keys of the lookahead slots, or `None` when paused (the
 /// batches already handed on are still moved).
 async fn scan_wave(
@@ -376,7 +380,7 @@ async fn scan_wave(
 }
 
 /// The `SCAN` itself: every key of the wave, kept by slot; past
-/// [`KEPT_BYTES`] handed to `batcher` at once. Such a key may be moved
+/// [`Wave::kept_bytes`] handed to `batcher` at once. Such a key may be moved
 /// twice (`SCAN` can return a key twice, and it may have been kept before):
 /// the second `MIGRATE` finds it gone and moves nothing, but it counts
 /// twice in the keys moved. `None` when paused.
@@ -417,7 +421,7 @@ async fn scan_keys(
         for (slot, key) in mine {
             let cost = key.len() + SlotKeys::PER_KEY;
             match kept.get_mut(slot) {
-                Some(keys) if kept_bytes + cost <= KEPT_BYTES => {
+                Some(keys) if kept_bytes + cost <= wave.kept_bytes => {
                     keys.push(&key);
                     kept_bytes += cost;
                 }

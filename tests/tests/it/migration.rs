@@ -495,6 +495,59 @@ fn slots_of_a_wave_end_one_by_one_once_their_keys_moved() {
     check_fill(&s.proxies[1].addr(), 20_000);
 }
 
+/// A dashboard that may keep no key names (`--mover-memory-mib 0`, as past
+/// the limit on a huge wave): the mover moves each key as its scan finds
+/// it, and the slots of the wave end together once the scan is over and
+/// every key moved; nothing is lost.
+#[test]
+fn a_mover_without_memory_for_key_names_moves_keys_as_the_scan_finds_them() {
+    let s = setup(&[1, 1], 2, |d| d.arg("--mover-memory-mib").arg("0"));
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 20_000);
+    let load = start_load(proxy_addrs(&s), 4);
+    load.wait_progress(300);
+
+    // One wave of 512 slots (about 10,000 keys), moved at 4,000 keys/s.
+    let m = c
+        .create_migration(&CreateMigration {
+            wave_size: Some(512),
+            keys_per_sec: Some(4000),
+            ..plain("0-511", 2)
+        })
+        .unwrap();
+    let mut moved_mid_wave = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let now = c.migration(m.id).unwrap();
+        assert_ne!(now.state, "failed", "{now:#?}");
+        let slots = s.stored().slots;
+        let ended = (0..512)
+            .filter(|&i| slots[i] == SlotState::Normal { group: 2 })
+            .count();
+        let migrating = (0..512)
+            .filter(|&i| matches!(slots[i], SlotState::Migrating { .. }))
+            .count();
+        assert!(
+            ended == 0 || ended == 512,
+            "{ended} slots ended before the rest of their wave"
+        );
+        if migrating == 512 && now.keys_moved >= 2000 {
+            moved_mid_wave = true;
+        }
+        if now.state == "finished" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(moved_mid_wave, "keys did not move while the scan ran");
+    let m = wait_finished(&c, m.id, Duration::from_secs(30));
+    assert_eq!(m.slots_done, 512);
+    assert!((0..512).all(|i| s.stored().slots[i] == SlotState::Normal { group: 2 }));
+    let logs = load.finish();
+    verify(&s, &s.proxies[0].addr(), &logs);
+    check_fill(&s.proxies[1].addr(), 20_000);
+}
+
 #[test]
 fn a_standby_dashboard_resumes_a_migration_when_the_leader_is_killed() {
     let s = setup(&[1, 1], 2, |d| d.lease_ttl(2));
