@@ -118,7 +118,7 @@ pub async fn run_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Re
         client_name: backend_client_name(&proxy_id),
         connect_timeout: Duration::from_millis(config.backend_connect_timeout_ms),
         read_timeout: Duration::from_millis(config.backend_read_timeout_ms),
-        limits: shardis_resp::Limits::default(),
+        limits: shardis_resp::Limits::SERVER_REPLIES,
         queue_depth: 1024,
         stats: config.stats,
         lease: lease_clock.clone(),

@@ -61,6 +61,21 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Bounds for the replies of a Redis server (the proxy's own backends): whatever a
+    /// server sends as an answer is valid, however many elements it has (`LRANGE` of a
+    /// list of 10M) or however deep it nests (a Lua script's tables). The request limits
+    /// are for clients; applied here they would turn a valid reply into a protocol error.
+    /// Only the bulk length keeps a bound, Redis's own hard limit on a string (512 MiB;
+    /// a server configured past it with `proto-max-bulk-len` gets 4 GiB). The
+    /// [`ReplyScanner`] walks aggregates with a stack of its own, so depth cannot
+    /// exhaust the thread's stack.
+    pub const SERVER_REPLIES: Limits = Limits {
+        max_bulk_len: 4 << 30,
+        max_elements: usize::MAX,
+        max_depth: usize::MAX,
+        max_inline_len: usize::MAX,
+    };
+
     /// Bounds for re-walking replies that were already validated by a [`ReplyScanner`]
     /// (whose limits we do not know here): only structure matters, and every walker that
     /// uses this is iterative, so depth cannot exhaust the stack.
