@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -126,6 +126,10 @@ pub type BatchReply = Result<Vec<Bytes>, BackendError>;
 pub struct Inbox {
     lanes: Mutex<Vec<VecDeque<Reply>>>,
     waker: AtomicWaker,
+    /// Bytes of the replies in the lanes (what the session has not taken yet).
+    bytes: AtomicUsize,
+    /// The session is gone: replies still due are dropped as they arrive.
+    closed: AtomicBool,
 }
 
 impl Inbox {
@@ -140,7 +144,36 @@ impl Inbox {
         self.waker.register(waker);
     }
 
+    /// Bytes of the replies not taken yet.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The session took `n` bytes of replies off its lanes.
+    pub fn taken(&self, n: usize) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(n))
+            });
+    }
+
+    /// The session ended: drops the replies waiting, and every one still
+    /// due (the backend connections hold the inbox until those arrive).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let dropped = std::mem::take(&mut *self.lanes.lock());
+        self.bytes.store(0, Ordering::Relaxed);
+        drop(dropped);
+    }
+
     fn deliver(&self, lane: u16, reply: Reply) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(r) = &reply {
+            self.bytes.fetch_add(r.len(), Ordering::Relaxed);
+        }
         let mut lanes = self.lanes.lock();
         let i = lane as usize;
         if lanes.len() <= i {

@@ -35,6 +35,9 @@ pub struct Config {
     pub max_clients: usize,
     /// Requests a session may have in flight before the proxy stops reading it.
     pub max_pipeline: usize,
+    /// Replies one client may leave unread (MiB) before its connection is
+    /// closed, like Redis's `client-output-buffer-limit`.
+    pub max_client_output_mb: usize,
     /// Close clients idle this long (0: never).
     pub client_idle_timeout_secs: u64,
     /// TCP keepalive on client connections (0: off).
@@ -73,6 +76,7 @@ impl Default for Config {
             hold_timeout_ms: 2000,
             max_clients: 50_000,
             max_pipeline: 16_384,
+            max_client_output_mb: 1024,
             client_idle_timeout_secs: 0,
             tcp_keepalive_secs: 300,
             memory_budget_mb: 2048,
@@ -112,6 +116,11 @@ impl Config {
         }
         if self.max_pipeline == 0 || self.max_clients == 0 {
             return Err("max_pipeline and max_clients must be positive".into());
+        }
+        if self.max_client_output_mb < 600 {
+            return Err(
+                "max_client_output_mb must be at least 600 (a Redis string may be 512 MiB)".into(),
+            );
         }
         for (name, addr) in [
             ("listen", &self.listen),
@@ -180,6 +189,11 @@ hold_timeout_ms = 2000
 max_clients = 50000
 # Requests one client may have in flight before the proxy stops reading it.
 max_pipeline = 16384
+# Replies one client may leave unread (MiB, counted from the backends' answers
+# to what the client's socket took): past 64 MiB the proxy stops reading the
+# client's requests, past this it closes the connection (like Redis's
+# client-output-buffer-limit). At least 600: a Redis string may be 512 MiB.
+max_client_output_mb = 1024
 # Close clients idle for this long (0: never).
 client_idle_timeout_secs = 0
 # TCP keepalive on client connections (0: off).

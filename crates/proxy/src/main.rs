@@ -57,6 +57,9 @@ struct Args {
     client_idle_timeout: Option<u64>,
     #[arg(long)]
     memory_budget_mb: Option<usize>,
+    /// Unread replies (MiB) after which a client's connection is closed.
+    #[arg(long)]
+    max_client_output_mb: Option<usize>,
     /// Per-request statistics and slowlog: true (default) or false.
     #[arg(long, value_name = "BOOL")]
     stats: Option<bool>,
@@ -90,6 +93,7 @@ fn load(args: &Args) -> anyhow::Result<Config> {
         hold_timeout_ms = args.hold_timeout_ms,
         client_idle_timeout_secs = args.client_idle_timeout,
         memory_budget_mb = args.memory_budget_mb,
+        max_client_output_mb = args.max_client_output_mb,
         stats = args.stats,
         slowlog_threshold_us = args.slowlog_threshold_us,
     );

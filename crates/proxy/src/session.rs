@@ -45,6 +45,9 @@ const KEEP_LANE: usize = 1024;
 /// Replies buffered for a client that does not read, before the proxy stops
 /// collecting more (and, with the pipeline limit, stops reading its requests).
 const WRITE_HIGH: usize = 64 * 1024 * 1024;
+/// Requests a new client may have in flight before its replies' size is
+/// known (see `Session::window`).
+const FIRST_WINDOW: usize = 64;
 
 /// Commands usable before `AUTH` when a password is set.
 fn allowed_before_auth(cmd: &Command) -> bool {
@@ -405,6 +408,9 @@ pub(crate) struct Session {
     merge_cursors: Vec<ArrayCursor>,
     /// Set while a request whose keys were just moved is routed again.
     migrated: bool,
+    /// Average bytes of a reply (moving, over the last units written): how
+    /// many requests may be in flight is sized from it (see `window`).
+    reply_avg: usize,
 }
 
 impl Session {
@@ -443,6 +449,7 @@ impl Session {
             fanout_parts: Vec::new(),
             merge_cursors: Vec::new(),
             migrated: false,
+            reply_avg: WRITE_HIGH / FIRST_WINDOW,
             shared,
         }
     }
@@ -461,6 +468,7 @@ impl Session {
         let mut shutdown_seen = false;
         let idle = self.shared.config.client_idle_timeout();
         let max_pipeline = self.shared.config.max_pipeline;
+        let output_limit = self.shared.config.max_client_output_mb.saturating_mul(1 << 20);
         let mut last_activity = Instant::now();
         let mut table_changed = false;
         loop {
@@ -476,7 +484,14 @@ impl Session {
                     self.retry_stalled(deadline).await;
                 }
             }
-            if self.stalled.is_none() && !self.closing && !self.rbuf.is_empty() {
+            // Requests already read wait while the client has too many
+            // replies unread or in flight (see `window`).
+            let has_input = self.stalled.is_none() && !self.closing && !self.rbuf.is_empty();
+            let input_open = |s: &Self| {
+                s.unsent() < WRITE_HIGH && s.pending_requests < s.window(max_pipeline)
+            };
+            let input_deferred = has_input && !input_open(self);
+            if has_input && !input_deferred {
                 if let Err(()) = self.process_input().await {
                     self.closing = true;
                 }
@@ -489,19 +504,48 @@ impl Session {
             if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
                 break;
             }
+            // Replies the client leaves unread: past `WRITE_HIGH` no more of
+            // its requests are read or sent (below); past the client output
+            // limit, or past half of `WRITE_HIGH` while the global budget is
+            // exceeded, the connection is closed, as Redis closes a client
+            // over its `client-output-buffer-limit` (or `maxmemory-clients`):
+            // requests already sent can bring any amount of replies back.
+            self.rebalance();
+            let unsent = self.unsent();
+            let over_budget = (self.wbuf.capacity() > FREE_BUFFER || unsent > FREE_BUFFER)
+                && self.shared.budget.exceeded();
+            if unsent > output_limit || (over_budget && unsent >= WRITE_HIGH / 2) {
+                tracing::warn!(
+                    peer = %self.peer,
+                    unread_mib = unsent >> 20,
+                    limit_mib = output_limit >> 20,
+                    budget_exceeded = over_budget,
+                    "closing a client that does not read its replies"
+                );
+                break;
+            }
+            if input_deferred && input_open(self) {
+                // The client took enough of its replies meanwhile: go on with
+                // the requests it already sent (nothing else would wake us).
+                continue;
+            }
             // Over the global budget, a session that holds buffered replies
             // stops taking requests until its client reads them. Every other
             // session keeps reading (it must notice EOF and small requests
             // cost nothing); a request that needs a large buffer is refused
             // in `read` when the budget cannot cover it.
-            let over_budget = self.wbuf.capacity() > FREE_BUFFER && self.shared.budget.exceeded();
             let can_read = !self.closing
                 && self.stalled.is_none()
-                && self.pending_requests < max_pipeline
+                && self.pending_requests < self.window(max_pipeline)
+                && unsent < WRITE_HIGH
                 && !over_budget;
             // `collect_ready` took every resolved unit it could: the front one
             // (if any) is still waiting, unless the write buffer is full.
             let waiting_reply = !self.pending.is_empty() && self.wbuf.len() < WRITE_HIGH;
+            // With the write buffer full, replies still arriving are watched
+            // (each MiB more) for the limits above.
+            let watch_inbox = !self.pending.is_empty() && !waiting_reply;
+            let inbox_seen = self.inbox.as_ref().map_or(0, |i| i.bytes());
             let idle_deadline = match idle {
                 Some(d) if self.pending.is_empty() && self.stalled.is_none() => {
                     Some(last_activity + d)
@@ -520,6 +564,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = poll_fn(|cx| front_resolved(self.inbox.as_deref(), &self.pending, cx)), if waiting_reply => {}
+                _ = poll_fn(|cx| inbox_grew(self.inbox.as_deref(), inbox_seen, cx)), if watch_inbox => {}
                 r = self.stream.readable(), if can_read => {
                     if r.is_err() { break; }
                     match self.read() {
@@ -585,11 +630,33 @@ impl Session {
         }
     }
 
+    /// How many requests may be in flight: as many as `WRITE_HIGH` holds
+    /// replies of the average size seen so far (at least `FIRST_WINDOW`, at
+    /// most `max_pipeline`). A client that pipelines requests with big
+    /// replies (thousands of GETs of a 1 MiB value) then has a few of them on
+    /// the shared backend connections at a time, not all, so other clients'
+    /// requests do not queue behind gigabytes of its replies; one with small
+    /// replies gets the whole `max_pipeline`.
+    fn window(&self, max_pipeline: usize) -> usize {
+        (WRITE_HIGH / self.reply_avg.max(1)).clamp(FIRST_WINDOW.min(max_pipeline), max_pipeline)
+    }
+
+    /// Bytes of replies the backends sent that the client's socket has not
+    /// taken yet: those waiting in the inbox and the write buffer.
+    fn unsent(&self) -> usize {
+        self.inbox.as_ref().map_or(0, |i| i.bytes()) + self.wbuf.len()
+    }
+
     /// Keeps this session's charge on the global budget equal to what its
-    /// buffers hold beyond the free allowance.
+    /// buffers, and the replies waiting in its inbox, hold beyond the free
+    /// allowance.
     fn rebalance(&mut self) {
         let desired = self.rbuf.capacity().saturating_sub(FREE_BUFFER)
-            + self.wbuf.capacity().saturating_sub(FREE_BUFFER);
+            + self.wbuf.capacity().saturating_sub(FREE_BUFFER)
+            + self
+                .inbox
+                .as_ref()
+                .map_or(0, |i| i.bytes().saturating_sub(FREE_BUFFER));
         if desired > self.charged {
             self.shared.budget.charge(desired - self.charged);
         } else {
@@ -638,7 +705,10 @@ impl Session {
                     break;
                 }
             }
-            if plan.entries.len() >= 4096 {
+            if plan.entries.len() >= 4096
+                || self.pending_requests + plan.entries.len()
+                    >= self.window(self.shared.config.max_pipeline)
+            {
                 break;
             }
             if plan.closes {
@@ -1397,6 +1467,8 @@ impl Session {
             Some(l) => l,
             None => &mut [],
         };
+        let mut taken = 0;
+        let entries = p.entries.len();
         for entry in p.entries.drain(..) {
             let start = self.wbuf.len();
             match entry.kind {
@@ -1406,11 +1478,15 @@ impl Session {
                     self.closing = true;
                 }
                 EntryKind::Forward { lane } => match take_reply(lanes, lane) {
-                    Ok(r) => self.wbuf.extend_from_slice(&r),
+                    Ok(r) => {
+                        taken += r.len();
+                        self.wbuf.extend_from_slice(&r);
+                    }
                     Err(e) => write_error(&mut self.wbuf, format!("ERR {e}").as_bytes()),
                 },
                 EntryKind::Merge(m) => {
-                    merge_into(&mut self.wbuf, &m, &p.parts, lanes, &mut self.merge_cursors)
+                    taken +=
+                        merge_into(&mut self.wbuf, &m, &p.parts, lanes, &mut self.merge_cursors)
                 }
             }
             let is_err = matches!(self.wbuf.get(start), Some(b'-') | Some(b'!'));
@@ -1429,6 +1505,12 @@ impl Session {
             }
         }
         drop(guard);
+        if let Some(inbox) = &self.inbox {
+            inbox.taken(taken);
+        }
+        if let Some(per) = taken.checked_div(entries) {
+            self.reply_avg = (self.reply_avg * 7 + per) / 8;
+        }
         if self.wbuf.len() - before > 0 && self.wbuf.capacity() > FREE_BUFFER {
             // Big replies count against the global budget while buffered.
             self.rebalance();
@@ -1463,6 +1545,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if let Some(inbox) = &self.inbox {
+            inbox.close();
+        }
         self.shared.budget.release(self.charged);
         self.shared
             .stats
@@ -1488,6 +1573,19 @@ fn front_resolved(
         None => front.needs.is_empty(),
     };
     if resolved {
+        Poll::Ready(())
+    } else {
+        Poll::Pending
+    }
+}
+
+/// Ready once the inbox holds a MiB more than `seen` bytes of replies.
+fn inbox_grew(inbox: Option<&Inbox>, seen: usize, cx: &mut Context<'_>) -> Poll<()> {
+    let Some(inbox) = inbox else {
+        return Poll::Pending;
+    };
+    inbox.register(cx.waker());
+    if inbox.bytes() > seen.saturating_add(1 << 20) {
         Poll::Ready(())
     } else {
         Poll::Pending
@@ -1526,14 +1624,15 @@ fn peek_reply(lanes: &[VecDeque<Reply>], lane: u16) -> Result<&Bytes, BackendErr
 }
 
 /// Combines the parts of a split command into one reply, and takes each
-/// part's reply off its lane. `cursors` is scratch space.
+/// part's reply off its lane. `cursors` is scratch space. Returns the bytes
+/// of the replies it took.
 fn merge_into(
     out: &mut BytesMut,
     m: &MergeRef,
     parts: &[u16],
     lanes: &mut [VecDeque<Reply>],
     cursors: &mut Vec<ArrayCursor>,
-) {
+) -> usize {
     let span = |(at, n): (u32, u32)| {
         parts
             .get(at as usize..(at as usize).saturating_add(n as usize))
@@ -1541,9 +1640,10 @@ fn merge_into(
     };
     let (part_lanes, order) = (span(m.parts), span(m.order));
     merge_replies(out, m.merge, part_lanes, order, lanes, cursors);
-    for &lane in part_lanes {
-        let _ = take_reply(lanes, lane);
-    }
+    part_lanes
+        .iter()
+        .map(|&lane| take_reply(lanes, lane).map_or(0, |r| r.len()))
+        .sum()
 }
 
 fn merge_replies(

@@ -360,3 +360,31 @@ fn idle_clients_are_disconnected() {
     let mut fresh = cluster.proxy(0).conn();
     fresh.expect(&["GET", key.as_str()], b"$1\r\nv\r\n");
 }
+
+/// Replies are not client input: a reply of more elements than a request
+/// may have (`LRANGE` of 1.1M), or nested deeper (a Lua table of 40
+/// levels), passes through whole, and the backend connection it shares
+/// with other clients stays up.
+#[test]
+fn big_and_deep_replies_pass_through() {
+    let cluster = Cluster::builder().groups(2).build();
+    let mut witness = Witness::new(&cluster);
+    let mut c = cluster.proxy(0).conn();
+    for chunk in 0..110 {
+        let mut args = vec!["RPUSH".to_string(), "biglist".to_string()];
+        args.extend((chunk * 10_000..(chunk + 1) * 10_000).map(|i| i.to_string()));
+        let reply = c.cmd(&args);
+        assert!(reply.starts_with(b":"), "{}", escape_short(&reply, 200));
+    }
+    c.set_timeout(Duration::from_secs(30));
+    let reply = c.cmd(&["LRANGE", "biglist", "0", "-1"]);
+    assert!(reply.starts_with(b"*1100000\r\n"), "{}", escape_short(&reply, 200));
+    assert!(reply.ends_with(b"$7\r\n1099999\r\n"));
+    witness.still_works("a reply of 1.1M elements");
+
+    let script = format!("return {}1{}", "{".repeat(40), "}".repeat(40));
+    let reply = c.cmd(&["EVAL", script.as_str(), "1", "biglist"]);
+    let want = format!("{}:1\r\n", "*1\r\n".repeat(40));
+    assert_eq!(escape_short(&reply, 200), escape_short(want.as_bytes(), 200));
+    witness.still_works("a reply nested 40 deep");
+}

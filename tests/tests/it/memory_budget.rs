@@ -74,3 +74,113 @@ fn huge_bulks_from_many_clients_stay_within_the_budget() {
     }
     assert_eq!(c.cmd_text(&["PING"]), "+PONG\r\n");
 }
+
+/// Connects `n` clients that each pipeline `gets` GETs of `key` and never
+/// read a reply (each writes for up to 3 s).
+fn non_readers(cluster: &Cluster, key: &str, n: usize, gets: usize) -> Vec<TcpStream> {
+    let requests = shardis_tests::encode_command(&["GET", key]).repeat(gets);
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(cluster.proxy(0).addr()).expect("connect");
+            s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+            let _ = s.write_all(&requests);
+            s
+        })
+        .collect()
+}
+
+/// Reads a connection until the proxy closes it or sends nothing for 3 s;
+/// how many bytes came, and whether it was closed.
+fn drain(mut s: TcpStream) -> (usize, bool) {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = vec![0; 1 << 20];
+    let mut total = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (total, true),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (total, true),
+            Err(_) => return (total, false),
+        }
+    }
+}
+
+/// A client that pipelines GETs of a 1 MiB value and does not read the
+/// replies is throttled: a few of its requests at a time go to the shared
+/// backend connection, and no more once 64 MiB of its replies wait, so the
+/// proxy's memory stays bounded and other clients of the same server are
+/// served meanwhile; when it reads, it gets every reply, in order. Over the
+/// global budget, such clients are closed instead (as Redis closes clients
+/// over `maxmemory-clients`), and replies still due to them are dropped.
+#[test]
+fn clients_that_do_not_read_big_replies_are_throttled_or_closed() {
+    let cluster = Cluster::builder()
+        .groups(1)
+        .proxy_arg("--memory-budget-mb")
+        .proxy_arg("256")
+        .build();
+    let pid = cluster.proxy(0).pid().expect("proxy running");
+    let mut c = cluster.conn(0);
+    let value = "x".repeat(1 << 20);
+    assert_eq!(c.cmd_text(&["SET", "v1m", value.as_str()]), "+OK\r\n");
+    let reply_len = value.len() + 12;
+    let rss_before = rss_mib(pid);
+    let witness = |c: &mut shardis_tests::RespConn, peak: &mut u64| {
+        for _ in 0..15 {
+            let t = std::time::Instant::now();
+            assert_eq!(c.cmd_text(&["GET", "v1m"]).len(), reply_len);
+            assert!(t.elapsed() < Duration::from_secs(1), "GET took {:?}", t.elapsed());
+            *peak = (*peak).max(rss_mib(pid));
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // One client: 1,500 MiB asked for, about 64 MiB held for it.
+    let mut peak = 0;
+    let mut hog = non_readers(&cluster, "v1m", 1, 1500).remove(0);
+    witness(&mut c, &mut peak);
+    assert!(
+        peak < rss_before + 450,
+        "proxy RSS peaked at {peak} MiB (from {rss_before})"
+    );
+    assert!(budget_used(&cluster) <= 256 << 20);
+    {
+        use std::io::Read;
+        hog.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = vec![0; 1500 * reply_len];
+        hog.read_exact(&mut got).expect("every reply");
+        for reply in got.chunks(reply_len) {
+            assert!(reply.starts_with(b"$1048576\r\nxxx"));
+        }
+    }
+    drop(hog);
+
+    // Three at once hold more than the 256 MiB budget: closed.
+    let hogs = non_readers(&cluster, "v1m", 3, 1000);
+    witness(&mut c, &mut peak);
+    let mut closed = 0;
+    for hog in hogs {
+        // Closed early, or else served in full once it reads.
+        match drain(hog) {
+            (read, true) => {
+                assert!(read < 1000 * reply_len, "closed after every reply");
+                closed += 1;
+            }
+            (read, false) => assert_eq!(read, 1000 * reply_len),
+        }
+    }
+    assert!(closed >= 1, "no client over the budget was closed");
+    // The budget counts buffers and replies, not the allocator's own
+    // overhead or the backends' read buffers.
+    assert!(
+        peak < rss_before + 700,
+        "proxy RSS peaked at {peak} MiB (from {rss_before})"
+    );
+    let start = std::time::Instant::now();
+    while budget_used(&cluster) != 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "budget not released");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.cmd_text(&["PING"]), "+PONG\r\n");
+}
