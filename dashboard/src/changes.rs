@@ -200,12 +200,9 @@ pub fn assign_slots(t: &mut Topology, slots: &[usize], group: GroupId) -> Result
     Ok(())
 }
 
-/// Holds every slot the group serves (`normal` → `held`), so that proxies
-/// stop sending its requests anywhere. Slots already held for the group (an
-/// interrupted promotion) count as held. Returns all of them.
-pub fn hold_group(t: &mut Topology, group: GroupId) -> Result<Vec<usize>, AppError> {
-    group_mut(t, group)?;
-    let migrating = format_ranges(
+/// The slots migrating to or from `group`, as ranges (empty: none).
+pub fn migrating_slots_of(t: &Topology, group: GroupId) -> String {
+    format_ranges(
         t.slots
             .iter()
             .enumerate()
@@ -213,10 +210,27 @@ pub fn hold_group(t: &mut Topology, group: GroupId) -> Result<Vec<usize>, AppErr
                 matches!(s, SlotState::Migrating { .. }) && s.groups().any(|g| g == group)
             })
             .map(|(i, _)| i),
-    );
-    if !migrating.is_empty() {
+    )
+}
+
+/// Holds every slot the group serves (`normal` → `held`), so that proxies
+/// stop sending its requests anywhere. Slots already held for the group (an
+/// interrupted promotion) count as held. Returns all of them. Slots
+/// migrating to or from the group are refused, unless `failover` (its
+/// master is down and a paused migration waits for it): they stay
+/// `migrating`, and the new master takes the old one's part in them.
+pub fn hold_group(
+    t: &mut Topology,
+    group: GroupId,
+    failover: bool,
+) -> Result<Vec<usize>, AppError> {
+    group_mut(t, group)?;
+    let migrating = migrating_slots_of(t, group);
+    if !migrating.is_empty() && !failover {
         return Err(AppError::Conflict(format!(
-            "slots {migrating} of group {group} are migrating; promote after the migration ends"
+            "slots {migrating} of group {group} are migrating; a planned switchover waits until \
+             the migration ends (a failover, with the master down, is allowed while the \
+             migration is paused)"
         )));
     }
     let mut held = Vec::new();
@@ -429,7 +443,7 @@ mod tests {
     fn hold_switch_release() {
         let mut t = two_groups();
         t.slots[7] = SlotState::Held { group: 1 }; // left by an interrupted promotion
-        let held = hold_group(&mut t, 1).unwrap();
+        let held = hold_group(&mut t, 1, false).unwrap();
         assert_eq!(held, (0..100).collect::<Vec<_>>());
         assert!(t.slots[..100]
             .iter()
@@ -453,7 +467,13 @@ mod tests {
             to: 1,
             safe: false,
         };
-        assert!(matches!(hold_group(&mut t, 1), Err(AppError::Conflict(_))));
-        assert!(matches!(hold_group(&mut t, 9), Err(AppError::NotFound(_))));
+        assert!(matches!(
+            hold_group(&mut t, 1, false),
+            Err(AppError::Conflict(_))
+        ));
+        assert!(matches!(
+            hold_group(&mut t, 9, false),
+            Err(AppError::NotFound(_))
+        ));
     }
 }

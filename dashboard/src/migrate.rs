@@ -306,6 +306,25 @@ async fn ensure_master(state: &AppState, addr: &str, whose: &str) -> Result<(), 
     )))
 }
 
+/// `addr` answers, is a master, and is not loading its dataset: a server a
+/// wave may move keys to or from, and roll back against. A master that was
+/// restarted is empty, or partly loaded, until its load is over; a server
+/// left a replica (or made one) refuses writes.
+async fn ready_master(state: &AppState, addr: &str, whose: &str) -> Result<(), AppError> {
+    ensure_master(state, addr, whose).await?;
+    let info = state
+        .servers
+        .info(addr, "persistence")
+        .await
+        .map_err(|e| e.context(format_args!("{whose}'s master")))?;
+    if info_fields(&info).get("loading").map(String::as_str) == Some("1") {
+        return Err(AppError::Conflict(format!(
+            "{whose}'s master {addr} is loading its dataset"
+        )));
+    }
+    Ok(())
+}
+
 /// Validates a request against the topology and the servers, without saving.
 /// The slots that will move, and what the checks found worth reporting.
 async fn preflight(
@@ -550,8 +569,16 @@ pub async fn pause(state: &AppState, id: MigrationId) -> Result<MigrationView, A
 }
 
 pub async fn resume(state: &AppState, id: MigrationId) -> Result<MigrationView, AppError> {
+    // Paused while this dashboard's runner was still finishing a step: the
+    // runner carries on with it, so the migration is running again, not
+    // waiting to be picked up.
+    let in_hand = live_of(state, id).is_some();
     let m = update(state, id, |m| {
-        if m.state == MigrationState::Paused {
+        if m.state == MigrationState::Paused && in_hand {
+            transition(m, MigrationState::Running)?;
+            m.reason = None;
+            Ok(())
+        } else if m.state == MigrationState::Paused {
             transition(m, MigrationState::Pending)?;
             m.reason = Some("resumed: waiting for the mover".into());
             Ok(())
@@ -1351,17 +1378,42 @@ async fn run_wave(
                     return Err(e);
                 }
                 tracing::warn!("migration {id}: moving slots {left}: {e}");
-                failures += 1;
-                // Both masters answer, so the failure is about the data
-                // (the target is full, refuses the payload…): after a few
-                // tries, or at once when asked to stop, move the wave back.
-                let reachable = state.servers.info(&source_master, "server").await.is_ok()
-                    && state.servers.info(&target_master, "server").await.is_ok();
+                // Both masters answer, are masters and have their data, so
+                // the failure is about the data (the target is full, refuses
+                // the payload…): after a few such tries, or at once when
+                // asked to stop, move the wave back. A master that is down,
+                // a replica or loading is waited for (it does not count): a
+                // roll-back then would read an empty or partial server.
+                let not_ready = match (
+                    ready_master(state, &source_master, &format!("group {source}")).await,
+                    ready_master(state, &target_master, &format!("group {to}")).await,
+                ) {
+                    (Ok(()), Ok(())) => None,
+                    (Err(why), _) | (_, Err(why)) => Some(why),
+                };
+                if not_ready.is_none() {
+                    failures += 1;
+                }
                 let stop = load_one(state, id)
                     .await
                     .map(|m| m.stop_requested)
                     .unwrap_or(false);
-                if reachable && (failures >= MAX_WAVE_FAILURES || stop) {
+                if let Some(why) = not_ready {
+                    let _ = update(state, id, |m| {
+                        m.error = Some(format!(
+                            "{e}; {why}: the wave waits for it. To fail over, pause this \
+                             migration, promote a replica of that group (`shardis promote GROUP \
+                             ADDR`), then resume"
+                        ));
+                        Ok(())
+                    })
+                    .await;
+                    if mover::nap(&live.control, RETRY_AFTER).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                if failures >= MAX_WAVE_FAILURES || stop {
                     let why = format!(
                         "moving slots {left} from group {source} to group {to} failed {failures} \
                          times ({e}); those slots were moved back to group {source}"
@@ -1481,6 +1533,8 @@ async fn finish_roll_back(
             let t = state.load().await?;
             let home = master_of(&t, back_to)?;
             let away = master_of(&t, from)?;
+            ready_master(state, &home, &format!("group {back_to}")).await?;
+            ready_master(state, &away, &format!("group {from}")).await?;
             fence(state, &home).await?;
             fence(state, &away).await?;
             let mut set = vec![false; SLOT_COUNT];

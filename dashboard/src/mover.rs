@@ -66,7 +66,14 @@ const BATCH_BYTES: u64 = 256 << 10;
 /// mover's per connection at any time, and the scan never waits for a batch.
 const QUEUED_BATCHES: usize = 4;
 /// `MIGRATE`'s own per-I/O timeout (ms).
-const MIGRATE_TIMEOUT_MS: u64 = 10_000;
+/// `MIGRATE`'s own per-I/O timeout (ms), for a batch of `bytes`: the source
+/// serves nobody while it waits for the target, so a target that hangs
+/// (stopped, swapping) stalls the whole source group this long. A batch of
+/// small keys takes about a millisecond; a big value (moved whole by a
+/// roll-back, or a stream) gets a second per 16 MiB more.
+fn migrate_timeout_ms(bytes: u64) -> u64 {
+    1000 + bytes / (16 << 10)
+}
 /// How long a reply of the source may take (a queue of batches included).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long safe mode waits for the target's replicas per batch.
@@ -605,7 +612,7 @@ impl Migrating<'_> {
         for (keys, bytes) in sized.parts {
             limiter.admit(self.control, keys.len(), bytes).await;
             let n = keys.len() as u64;
-            self.mover.move_batch(keys).await?;
+            self.mover.move_batch(keys, bytes).await?;
             self.progress.keys.fetch_add(n, Ordering::Relaxed);
             self.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
@@ -725,13 +732,13 @@ impl Mover {
         })
     }
 
-    fn migrate_cmd(&self, keys: &[Vec<u8>], copy: bool) -> redis::Cmd {
+    fn migrate_cmd(&self, keys: &[Vec<u8>], copy: bool, bytes: u64) -> redis::Cmd {
         let mut cmd = redis::cmd("MIGRATE");
         cmd.arg(&self.target_host)
             .arg(self.target_port)
             .arg("")
             .arg(0)
-            .arg(MIGRATE_TIMEOUT_MS);
+            .arg(migrate_timeout_ms(bytes));
         if copy {
             cmd.arg("COPY");
         }
@@ -746,9 +753,9 @@ impl Mover {
         cmd
     }
 
-    async fn migrate(&self, keys: &[Vec<u8>], copy: bool) -> Result<(), AppError> {
+    async fn migrate(&self, keys: &[Vec<u8>], copy: bool, bytes: u64) -> Result<(), AppError> {
         let mut conn = self.source.clone();
-        self.migrate_cmd(keys, copy)
+        self.migrate_cmd(keys, copy, bytes)
             .query_async::<Value>(&mut conn)
             .await
             .map(|_| ())
@@ -760,14 +767,15 @@ impl Mover {
             })
     }
 
-    async fn move_batch(&self, keys: Vec<Vec<u8>>) -> Result<(), AppError> {
+    /// Moves `keys` (about `bytes` in all).
+    async fn move_batch(&self, keys: Vec<Vec<u8>>, bytes: u64) -> Result<(), AppError> {
         let copy = self.safe;
-        if let Err(e) = self.migrate(&keys, copy).await {
+        if let Err(e) = self.migrate(&keys, copy, bytes).await {
             // An I/O error or timeout between the servers: each key is on
             // the source, the target or both; once more, key by key.
             tracing::warn!("{e}; retrying the batch key by key");
             for key in &keys {
-                self.migrate(std::slice::from_ref(key), copy).await?;
+                self.migrate(std::slice::from_ref(key), copy, bytes).await?;
             }
         }
         if copy {
@@ -1013,7 +1021,9 @@ pub async fn copy_big_key(
             // A stream or a module type: one MIGRATE (the stall a plain
             // MIGRATE would have anyway).
             let mover = Mover::new(servers, wave, src.clone())?;
-            mover.move_batch(vec![key.to_vec()]).await?;
+            mover
+                .move_batch(vec![key.to_vec()], size.unwrap_or(0))
+                .await?;
             return Ok(size.unwrap_or(0));
         }
     }

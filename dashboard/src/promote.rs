@@ -88,8 +88,7 @@ pub async fn promote(
                         .unwrap_or_default()
                 ))),
             }?;
-            // Refuses migrating slots before anything is touched.
-            changes::hold_group(t, group).map(|_| ())
+            changes::hold_group(t, group, true).map(|_| ())
         })
         .await?;
     let old_master = current
@@ -136,7 +135,7 @@ pub async fn promote(
 
     // 1. Hold the group's slots.
     let (held_topology, held) = state
-        .change_topology(None, |t| changes::hold_group(t, group))
+        .change_topology(None, |t| changes::hold_group(t, group, failover))
         .await?;
     steps.done(format_args!(
         "held {} slots of group {group} (topology version {})",

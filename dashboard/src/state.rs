@@ -82,8 +82,13 @@ impl AppState {
     pub fn claim_group(&self, group: GroupId, what: &str) -> Result<GroupClaim<'_>, AppError> {
         let mut busy = self.busy_groups.lock();
         if let Some(running) = busy.get(&group) {
+            let hint = if running.starts_with("migration") {
+                " (a migration that waits for this group's master lets go of it when paused)"
+            } else {
+                ""
+            };
             return Err(AppError::Conflict(format!(
-                "group {group} is busy: {running} is in progress; try again when it is done"
+                "group {group} is busy: {running} is in progress; try again when it is done{hint}"
             )));
         }
         busy.insert(group, what.to_string());

@@ -1336,6 +1336,70 @@ fn safe_mode_loses_no_write_while_the_targets_replica_lags() {
     verify(&s, &proxy, &logs);
 }
 
+/// The target group's master dies mid-migration (SIGKILL): the wave waits
+/// for it, without counting towards a roll-back, and says how to fail over;
+/// paused, the migration lets go of the group, a failover to the replica
+/// goes through although slots are migrating into the group, and the
+/// resumed migration finishes on the new master with every key there.
+#[test]
+fn a_migration_goes_on_after_its_target_master_fails_over() {
+    let s = setup(&[1, 2], 1, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 5_000);
+    let m = c
+        .create_migration(&CreateMigration {
+            wave_size: Some(64),
+            keys_per_sec: Some(2000),
+            ..plain("0-511", 2)
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(20), "a few waves", |m| {
+        m.slots_done >= 128
+    });
+    // Paused, so that the replica has every key moved so far (nothing is
+    // lost to asynchronous replication here, which is not what this tests).
+    c.steer_migration(m.id, "pause").unwrap();
+    wait_for(&c, m.id, Duration::from_secs(20), "paused", |m| {
+        m.state == "paused"
+    });
+    let (master, replica) = (&s.servers(2)[0], s.servers(2)[1].addr());
+    let mut r = redis::Client::open(format!("redis://{replica}"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis::cmd("DBSIZE").query::<i64>(&mut r).unwrap() != master.dbsize() {
+        assert!(Instant::now() < deadline, "the replica did not catch up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    master.kill();
+    c.steer_migration(m.id, "resume").unwrap();
+    let waiting = wait_for(&c, m.id, Duration::from_secs(20), "waiting", |m| {
+        m.error.as_deref().is_some_and(|e| e.contains("fail over"))
+    });
+    assert_eq!(waiting.state, "running", "{waiting:#?}");
+    // A few retries later it still waits: no roll-back of a dead target.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(c.migration(m.id).unwrap().state, "running");
+    c.steer_migration(m.id, "pause").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let promoted = loop {
+        match c.promote(2, &replica) {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the failover was refused: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert!(promoted.failover, "{promoted:#?}");
+    c.steer_migration(m.id, "resume").unwrap();
+    let done = wait_finished(&c, m.id, Duration::from_secs(60));
+    assert_eq!(done.slots_done, 512);
+    assert!(all_slots_of(&s, 2));
+    check_fill(&s.proxies[0].addr(), 5_000);
+}
+
 #[test]
 fn a_promotion_is_refused_while_a_migration_moves_the_group() {
     let s = setup(&[2, 1], 1, |d| d);
