@@ -46,6 +46,7 @@ impl Session {
             Local::Echo => self.reply(plan, cmd, bulk(Bytes::copy_from_slice(arg(1)))),
             Local::Quit => plan.close(cmd.index, Bytes::from_static(b"+OK\r\n")),
             Local::Reset => {
+                self.refused_multi = false;
                 self.proto = Protocol::Resp2;
                 self.name = None;
                 self.authed = self.shared.config.password.is_none();

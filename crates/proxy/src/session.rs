@@ -366,8 +366,11 @@ fn write_script_sha() -> &'static str {
 }
 
 /// How long a move-on-access MIGRATE may wait on each I/O step (Redis's
-/// MIGRATE timeout is per operation, not for the whole call).
-const MIGRATE_TIMEOUT_MS: &str = "5000";
+/// MIGRATE timeout is per operation, not for the whole call). The source
+/// serves nobody while it waits, so a target that hangs stalls the source's
+/// whole group this long; the client then gets `TRYAGAIN` and the key stays
+/// on the source.
+const MIGRATE_TIMEOUT_MS: &str = "2000";
 
 pub(crate) struct Session {
     pub(crate) id: u64,
@@ -408,6 +411,9 @@ pub(crate) struct Session {
     merge_cursors: Vec<ArrayCursor>,
     /// Set while a request whose keys were just moved is routed again.
     migrated: bool,
+    /// A `MULTI` was refused and no `EXEC` or `DISCARD` came since: the
+    /// client believes its commands are queued, so none of them may run.
+    pub(crate) refused_multi: bool,
     /// Average bytes of a reply (moving, over the last units written): how
     /// many requests may be in flight is sized from it (see `window`).
     reply_avg: usize,
@@ -449,6 +455,7 @@ impl Session {
             fanout_parts: Vec::new(),
             merge_cursors: Vec::new(),
             migrated: false,
+            refused_multi: false,
             reply_avg: WRITE_HIGH / FIRST_WINDOW,
             shared,
         }
@@ -468,7 +475,11 @@ impl Session {
         let mut shutdown_seen = false;
         let idle = self.shared.config.client_idle_timeout();
         let max_pipeline = self.shared.config.max_pipeline;
-        let output_limit = self.shared.config.max_client_output_mb.saturating_mul(1 << 20);
+        let output_limit = self
+            .shared
+            .config
+            .max_client_output_mb
+            .saturating_mul(1 << 20);
         let mut last_activity = Instant::now();
         let mut table_changed = false;
         loop {
@@ -487,9 +498,8 @@ impl Session {
             // Requests already read wait while the client has too many
             // replies unread or in flight (see `window`).
             let has_input = self.stalled.is_none() && !self.closing && !self.rbuf.is_empty();
-            let input_open = |s: &Self| {
-                s.unsent() < WRITE_HIGH && s.pending_requests < s.window(max_pipeline)
-            };
+            let input_open =
+                |s: &Self| s.unsent() < WRITE_HIGH && s.pending_requests < s.window(max_pipeline);
             let input_deferred = has_input && !input_open(self);
             if has_input && !input_deferred {
                 if let Err(()) = self.process_input().await {
@@ -1015,6 +1025,38 @@ impl Session {
         held
     }
 
+    /// After a refused `MULTI`: answers what Redis would queue with an error
+    /// instead of running it, `EXEC` with `EXECABORT` and `DISCARD` with `OK`
+    /// (both end the transaction). `QUIT` and `RESET` run as usual (they
+    /// end it too). Whether it answered.
+    fn in_refused_multi(&mut self, cmd: &Command, plan: &mut Plan) -> bool {
+        match cmd.name {
+            "exec" => {
+                self.refused_multi = false;
+                plan.error(
+                    cmd.index,
+                    "EXECABORT Transaction discarded because MULTI is not supported by \
+                     shardis-proxy; none of its commands ran",
+                );
+            }
+            "discard" => {
+                self.refused_multi = false;
+                plan.local(cmd.index, Bytes::from_static(b"+OK\r\n"));
+            }
+            "multi" => plan.error(cmd.index, "ERR MULTI calls can not be nested"),
+            "quit" | "reset" => return false,
+            name => plan.error(
+                cmd.index,
+                &format!(
+                    "ERR '{}' was not run: MULTI is not supported by shardis-proxy, and every \
+                     command up to EXEC or DISCARD is refused",
+                    name.to_ascii_uppercase()
+                ),
+            ),
+        }
+        true
+    }
+
     /// The moves a request needs: its keys in migrating slots, grouped by
     /// source and target.
     fn collect_moves(&mut self, cmd: &Command, req: &Request, table: &SlotTable) -> Vec<Move> {
@@ -1148,6 +1190,9 @@ impl Session {
             plan.error(cmd.index, "NOAUTH Authentication required.");
             return Step::Done;
         }
+        if self.refused_multi && self.in_refused_multi(cmd, plan) {
+            return Step::Done;
+        }
         if req.args.len() < cmd.min_args() {
             plan.error(cmd.index, &commands::arity_error(cmd.name));
             return Step::Done;
@@ -1170,10 +1215,19 @@ impl Session {
                 Step::Done
             }
             Route::Refused(why) => {
+                let and_then = if cmd.name == "multi" {
+                    // A client that pipelines MULTI … EXEC (redis-py's
+                    // default pipeline) must not see its commands run one by
+                    // one, outside any transaction.
+                    self.refused_multi = true;
+                    "; the commands sent after it are refused too, until EXEC or DISCARD"
+                } else {
+                    ""
+                };
                 plan.error(
                     cmd.index,
                     &format!(
-                        "ERR command '{}' is not supported by shardis-proxy: {why}",
+                        "ERR command '{}' is not supported by shardis-proxy: {why}{and_then}",
                         cmd.name.to_ascii_uppercase()
                     ),
                 );

@@ -217,6 +217,81 @@ fn local_and_refused_commands_keep_their_place() {
     assert_eq!(replies[8], b"$1\r\n2\r\n", "{text:?}");
 }
 
+/// MULTI is refused, and so is everything up to EXEC or DISCARD: a client
+/// that pipelines MULTI … EXEC (redis-py's default pipeline) gets errors and
+/// none of its writes runs, instead of writes run one by one outside any
+/// transaction and an error after them.
+#[test]
+fn commands_after_a_refused_multi_do_not_run() {
+    let cluster = Cluster::builder().groups(2).build();
+    let k = cluster.keys_of_group(1, "tx:", 1).remove(0);
+    let mut conn = cluster.proxy(0).conn();
+    let run = |conn: &mut RespConn, commands: &[Vec<&str>]| -> Vec<String> {
+        let mut bytes = Vec::new();
+        for cmd in commands {
+            bytes.extend(encode_command(cmd));
+        }
+        conn.send_raw(&bytes);
+        commands
+            .iter()
+            .map(|_| escape_short(&conn.read_raw(), 200))
+            .collect()
+    };
+    let replies = run(
+        &mut conn,
+        &[
+            vec!["MULTI"],
+            vec!["SET", &k, "a"],
+            vec!["INCR", "tx:counter"],
+            vec!["MULTI"],
+            vec!["EXEC"],
+            vec!["GET", &k],
+            vec!["EXISTS", "tx:counter"],
+        ],
+    );
+    assert!(
+        replies[0].starts_with("-ERR command 'MULTI' is not supported"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[1].starts_with("-ERR 'SET' was not run"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[2].starts_with("-ERR 'INCR' was not run"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[3].starts_with("-ERR MULTI calls can not be nested"),
+        "{replies:?}"
+    );
+    assert!(replies[4].starts_with("-EXECABORT"), "{replies:?}");
+    // After EXEC, commands run again; nothing of the transaction did.
+    assert_eq!(replies[5], "$-1\\r\\n", "{replies:?}");
+    assert_eq!(replies[6], ":0\\r\\n", "{replies:?}");
+
+    let replies = run(
+        &mut conn,
+        &[
+            vec!["MULTI"],
+            vec!["SET", &k, "b"],
+            vec!["DISCARD"],
+            vec!["SET", &k, "c"],
+            vec!["MULTI"],
+            vec!["RESET"],
+            vec!["GET", &k],
+        ],
+    );
+    assert!(
+        replies[1].starts_with("-ERR 'SET' was not run"),
+        "{replies:?}"
+    );
+    assert_eq!(replies[2], "+OK\\r\\n", "{replies:?}");
+    assert_eq!(replies[3], "+OK\\r\\n", "{replies:?}");
+    assert_eq!(replies[5], "+RESET\\r\\n", "{replies:?}");
+    assert_eq!(replies[6], "$1\\r\\nc\\r\\n", "{replies:?}");
+}
+
 /// QUIT in the middle of a pipeline: what came before is answered, the
 /// connection closes, and what came after is not executed.
 #[test]
