@@ -153,7 +153,9 @@ impl Command {
                     (last as usize + 1).max(first + 1)
                 }
             }
-            KeySpec::NumKeys { at, .. } => at + 2,
+            // `EVAL script 0` has the right arity: it is refused for having
+            // no key (see `key_positions`), not for its length.
+            KeySpec::NumKeys { at, .. } => at + 1,
             KeySpec::Streams => 4,
             KeySpec::Sort | KeySpec::GeoRadius => 2,
         }
@@ -543,8 +545,11 @@ pub fn key_positions<A: AsRef<[u8]>>(
                 .get(at)
                 .and_then(|a| std::str::from_utf8(a.as_ref()).ok())
                 .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| "ERR numkeys should be greater than 0".to_string())?;
-            if numkeys <= 0 {
+                .ok_or_else(|| "ERR value is not an integer or out of range".to_string())?;
+            if numkeys < 0 {
+                return Err("ERR Number of keys can't be negative".to_string());
+            }
+            if numkeys == 0 {
                 return Err(if cmd.name.starts_with("eval") {
                     format!(
                         "ERR '{}' without keys cannot be routed by shardis-proxy: pass the keys the script touches",

@@ -378,13 +378,20 @@ fn big_and_deep_replies_pass_through() {
     }
     c.set_timeout(Duration::from_secs(30));
     let reply = c.cmd(&["LRANGE", "biglist", "0", "-1"]);
-    assert!(reply.starts_with(b"*1100000\r\n"), "{}", escape_short(&reply, 200));
+    assert!(
+        reply.starts_with(b"*1100000\r\n"),
+        "{}",
+        escape_short(&reply, 200)
+    );
     assert!(reply.ends_with(b"$7\r\n1099999\r\n"));
     witness.still_works("a reply of 1.1M elements");
 
     let script = format!("return {}1{}", "{".repeat(40), "}".repeat(40));
     let reply = c.cmd(&["EVAL", script.as_str(), "1", "biglist"]);
     let want = format!("{}:1\r\n", "*1\r\n".repeat(40));
-    assert_eq!(escape_short(&reply, 200), escape_short(want.as_bytes(), 200));
+    assert_eq!(
+        escape_short(&reply, 200),
+        escape_short(want.as_bytes(), 200)
+    );
     witness.still_works("a reply nested 40 deep");
 }

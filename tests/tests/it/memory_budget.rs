@@ -130,7 +130,11 @@ fn clients_that_do_not_read_big_replies_are_throttled_or_closed() {
         for _ in 0..15 {
             let t = std::time::Instant::now();
             assert_eq!(c.cmd_text(&["GET", "v1m"]).len(), reply_len);
-            assert!(t.elapsed() < Duration::from_secs(1), "GET took {:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "GET took {:?}",
+                t.elapsed()
+            );
             *peak = (*peak).max(rss_mib(pid));
             thread::sleep(Duration::from_millis(100));
         }
@@ -179,7 +183,10 @@ fn clients_that_do_not_read_big_replies_are_throttled_or_closed() {
     );
     let start = std::time::Instant::now();
     while budget_used(&cluster) != 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "budget not released");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "budget not released"
+        );
         thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(c.cmd_text(&["PING"]), "+PONG\r\n");
