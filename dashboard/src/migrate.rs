@@ -171,6 +171,14 @@ async fn set_reason(state: &AppState, id: MigrationId, reason: Option<String>) {
 // Views
 // ---------------------------------------------------------------------------
 
+/// Slots of `m` that are `normal` on its target now.
+fn done_in(m: &Migration, t: &Topology) -> usize {
+    m.slots
+        .iter()
+        .filter(|&&s| t.slot(s) == (SlotState::Normal { group: m.to_group }))
+        .count()
+}
+
 pub fn view(m: &Migration, t: &Topology, live: Option<&Live>) -> MigrationView {
     let mut runs: Vec<SlotRun> = Vec::new();
     let mut run_slots: Vec<usize> = Vec::new();
@@ -219,7 +227,12 @@ pub fn view(m: &Migration, t: &Topology, live: Option<&Live>) -> MigrationView {
         slots: m.slot_text(),
         to_group: m.to_group,
         slots_total: m.slots.len(),
-        slots_done: done,
+        // An ended migration counts what it did, not where later ones put
+        // its slots.
+        slots_done: match m.slots_done {
+            Some(n) if m.state.is_terminal() => n,
+            _ => done,
+        },
         slot_states: runs,
         keys_moved: keys,
         bytes_moved: bytes,
@@ -542,6 +555,7 @@ pub async fn create(state: &AppState, req: CreateMigration) -> Result<MigrationV
             reason: Some("waiting to start".into()),
             error: None,
             checks,
+            slots_done: None,
         };
         state.store.save_migration_as_leader(lease, &m).await?;
         m
@@ -618,6 +632,7 @@ pub async fn stop(state: &AppState, id: MigrationId) -> Result<MigrationView, Ap
         match m.state {
             // Nothing half-moved: it ends here.
             MigrationState::Pending | MigrationState::Paused if !in_flight => {
+                m.slots_done = Some(done_in(m, &t));
                 transition(m, MigrationState::Stopped)
             }
             // A wave is in flight: the runner completes it, then stops.
@@ -952,6 +967,7 @@ async fn drive(state: &Arc<AppState>, id: MigrationId, live: &Live) -> Result<()
             };
             let m = update(state, id, |m| {
                 transition(m, end)?;
+                m.slots_done = Some(done_in(m, &t));
                 m.error = None;
                 Ok(())
             })
@@ -995,6 +1011,7 @@ async fn fail(state: &AppState, id: MigrationId, why: String) -> Result<(), AppE
     tracing::error!("migration {id} failed: {why}");
     update(state, id, |m| {
         transition(m, MigrationState::Failed)?;
+        m.slots_done = Some(done_in(m, &t));
         m.error = Some(why);
         Ok(())
     })

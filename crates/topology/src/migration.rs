@@ -126,6 +126,10 @@ pub struct Migration {
     /// What the pre-flight checks found worth telling (eviction policy…).
     #[serde(default)]
     pub checks: Vec<String>,
+    /// Slots that were `normal` on the target when it ended (later
+    /// migrations may move them on; this is its own count).
+    #[serde(default)]
+    pub slots_done: Option<usize>,
 }
 
 impl Migration {
@@ -188,6 +192,7 @@ mod tests {
             reason: None,
             error: None,
             checks: vec![],
+            slots_done: None,
         };
         let json = serde_json::to_string(&m).unwrap();
         assert!(json.contains(r#""slots":"0-511,700""#), "{json}");

@@ -1400,6 +1400,26 @@ fn a_migration_goes_on_after_its_target_master_fails_over() {
     check_fill(&s.proxies[0].addr(), 5_000);
 }
 
+/// An ended migration keeps its own count of slots done, whatever later
+/// migrations do with those slots.
+#[test]
+fn an_ended_migration_keeps_its_count_of_slots_done() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 2_000);
+    let first = c.create_migration(&plain("0-511", 2)).unwrap();
+    wait_finished(&c, first.id, Duration::from_secs(30));
+    let back = c.create_migration(&plain("0-99", 1)).unwrap();
+    wait_finished(&c, back.id, Duration::from_secs(30));
+    let first = c.migration(first.id).unwrap();
+    assert_eq!(
+        (first.slots_done, first.slots_total),
+        (512, 512),
+        "{first:#?}"
+    );
+    check_fill(&s.proxies[0].addr(), 2_000);
+}
+
 #[test]
 fn a_promotion_is_refused_while_a_migration_moves_the_group() {
     let s = setup(&[2, 1], 1, |d| d);
