@@ -398,8 +398,11 @@ start_etcd() {
 
 start_redis() {
   local p=$1 name="redis-$1"
+  # No persistence, and replication that writes no RDB file either (the
+  # master streams it, the replica loads it from the socket): a server that
+  # is restarted starts empty instead of loading a stale replication dump.
   local -a args=(--port "$p" --bind "$HOST" --dir "$HOME_DIR/redis-$p" --logfile "$LOGS/$name.log"
-    --daemonize no --save '' --appendonly no)
+    --daemonize no --save '' --appendonly no --repl-diskless-sync yes --repl-diskless-load swapdb)
   [ -z "${MASTER_OF[$p]:-}" ] || args+=(--replicaof "$HOST" "${MASTER_OF[$p]}")
   mkdir -p "$HOME_DIR/redis-$p"
   write_meta "$name" redis-server "$HOST:$p" "$HOST:$p " "--port $p "
