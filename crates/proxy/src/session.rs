@@ -47,7 +47,7 @@ const KEEP_LANE: usize = 1024;
 const WRITE_HIGH: usize = 64 * 1024 * 1024;
 /// Requests a new client may have in flight before its replies' size is
 /// known (see `Session::window`).
-const FIRST_WINDOW: usize = 64;
+const FIRST_WINDOW: usize = 32;
 
 /// Commands usable before `AUTH` when a password is set.
 fn allowed_before_auth(cmd: &Command) -> bool {
@@ -456,7 +456,7 @@ impl Session {
             merge_cursors: Vec::new(),
             migrated: false,
             refused_multi: false,
-            reply_avg: WRITE_HIGH / FIRST_WINDOW,
+            reply_avg: WRITE_HIGH / 2 / FIRST_WINDOW,
             shared,
         }
     }
@@ -640,15 +640,16 @@ impl Session {
         }
     }
 
-    /// How many requests may be in flight: as many as `WRITE_HIGH` holds
-    /// replies of the average size seen so far (at least `FIRST_WINDOW`, at
-    /// most `max_pipeline`). A client that pipelines requests with big
+    /// How many requests may be in flight: as many as half of `WRITE_HIGH`
+    /// holds replies of the average size seen so far (at least
+    /// `FIRST_WINDOW`, at most `max_pipeline`), so that what is in flight
+    /// and what waits to be written stay near `WRITE_HIGH` together. A client that pipelines requests with big
     /// replies (thousands of GETs of a 1 MiB value) then has a few of them on
     /// the shared backend connections at a time, not all, so other clients'
     /// requests do not queue behind gigabytes of its replies; one with small
     /// replies gets the whole `max_pipeline`.
     fn window(&self, max_pipeline: usize) -> usize {
-        (WRITE_HIGH / self.reply_avg.max(1)).clamp(FIRST_WINDOW.min(max_pipeline), max_pipeline)
+        (WRITE_HIGH / 2 / self.reply_avg.max(1)).clamp(FIRST_WINDOW.min(max_pipeline), max_pipeline)
     }
 
     /// Bytes of replies the backends sent that the client's socket has not

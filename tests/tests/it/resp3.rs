@@ -351,6 +351,14 @@ fn refused_and_unknown_commands() {
                 "{cmd:?} should be refused with -ERR naming the command, got {}",
                 escape(&reply)
             );
+            if cmd[0].eq_ignore_ascii_case("multi") {
+                // After a refused MULTI nothing runs until EXEC or DISCARD:
+                // a client that pipelined MULTI … EXEC must not see its
+                // commands run outside a transaction.
+                let r = conn.cmd(&["SET", "after-refusal", "in-multi"]);
+                assert!(r.starts_with(b"-ERR 'SET' was not run"), "{}", escape(&r));
+                conn.expect(&["DISCARD"], b"+OK\r\n");
+            }
             // The session is in its normal state: not queuing (MULTI), not
             // subscribed, replies on (CLIENT REPLY OFF), not monitoring.
             conn.expect(&["SET", "after-refusal", cmd[0]], b"+OK\r\n");
