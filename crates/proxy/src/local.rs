@@ -366,6 +366,11 @@ impl Session {
                 self.reply(plan, cmd, Frame::Array(all));
             }
             b"COUNT" => self.reply(plan, cmd, Frame::Integer(table.served().count() as i64)),
+            // Bare, like bare COMMAND (Redis 7).
+            b"INFO" if args.len() == 2 => {
+                let all = table.served().map(command_info).collect();
+                self.reply(plan, cmd, Frame::Array(all));
+            }
             b"INFO" => {
                 let infos = args
                     .iter()
@@ -378,7 +383,34 @@ impl Session {
                 self.reply(plan, cmd, Frame::Array(infos));
             }
             b"LIST" => {
-                let names = table.served().map(|c| bulk(c.name)).collect();
+                let filter = args.get(2).map(|a| a.to_ascii_uppercase());
+                let names = match (
+                    filter.as_deref(),
+                    args.get(3).map(|a| a.to_ascii_uppercase()),
+                    args.get(4),
+                ) {
+                    (None, _, _) => table.served().map(|c| bulk(c.name)).collect(),
+                    (Some(b"FILTERBY"), Some(by), Some(value)) if args.len() == 5 => {
+                        match by.as_slice() {
+                            b"PATTERN" => table
+                                .served()
+                                .filter(|c| glob_match(value, c.name.as_bytes()))
+                                .map(|c| bulk(c.name))
+                                .collect(),
+                            // No module commands here.
+                            b"MODULE" => Vec::new(),
+                            b"ACLCAT" => {
+                                return plan.error(
+                                    cmd.index,
+                                    "ERR COMMAND LIST FILTERBY ACLCAT is not supported by \
+                                     shardis-proxy: it keeps no ACL categories",
+                                )
+                            }
+                            _ => return plan.error(cmd.index, "ERR syntax error"),
+                        }
+                    }
+                    _ => return plan.error(cmd.index, "ERR syntax error"),
+                };
                 self.reply(plan, cmd, Frame::Array(names));
             }
             // redis-cli asks for docs to show hints; having none is fine.
@@ -506,4 +538,113 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Redis's glob match (`*`, `?`, `[abc]`, `[a-z]`, `[^a]`, `\\x`), without
+/// case: command names are matched as Redis matches them for `COMMAND LIST
+/// FILTERBY PATTERN`.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let eq = |a: u8, b: u8| a.eq_ignore_ascii_case(&b);
+    let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was, and where in `name` it matches up to.
+    let mut star: Option<(usize, usize)> = None;
+    while let Some(&c) = name.get(ni) {
+        if let Some(next) = step(pattern, pi, c, eq) {
+            match next {
+                GlobStep::Star => {
+                    star = Some((pi, ni));
+                    pi += 1;
+                }
+                GlobStep::Matched(p) => {
+                    pi = p;
+                    ni += 1;
+                }
+            }
+            continue;
+        }
+        match star {
+            Some((sp, sn)) => {
+                pi = sp + 1;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern
+        .get(pi..)
+        .unwrap_or_default()
+        .iter()
+        .all(|&c| c == b'*')
+}
+
+/// What the pattern at `pi` does with the name's byte `c`.
+enum GlobStep {
+    /// A `*`: matches any run, decided by backtracking.
+    Star,
+    /// `c` matches; the pattern goes on at this index.
+    Matched(usize),
+}
+
+fn step(p: &[u8], pi: usize, c: u8, eq: impl Fn(u8, u8) -> bool) -> Option<GlobStep> {
+    let at = |i: usize| p.get(i).copied();
+    match at(pi)? {
+        b'*' => Some(GlobStep::Star),
+        b'?' => Some(GlobStep::Matched(pi + 1)),
+        b'[' => {
+            let mut i = pi + 1;
+            let negate = at(i) == Some(b'^');
+            if negate {
+                i += 1;
+            }
+            let mut matched = false;
+            loop {
+                match (at(i)?, at(i + 1), at(i + 2)) {
+                    (b']', _, _) => break,
+                    (b'\\', Some(e), _) => {
+                        matched |= eq(e, c);
+                        i += 2;
+                    }
+                    (lo, Some(b'-'), Some(hi)) if hi != b']' => {
+                        let (lo, hi) = (lo.to_ascii_lowercase(), hi.to_ascii_lowercase());
+                        matched |= (lo.min(hi)..=lo.max(hi)).contains(&c.to_ascii_lowercase());
+                        i += 3;
+                    }
+                    (x, _, _) => {
+                        matched |= eq(x, c);
+                        i += 1;
+                    }
+                }
+            }
+            (matched != negate).then_some(GlobStep::Matched(i + 1))
+        }
+        b'\\' if at(pi + 1).is_some() => eq(at(pi + 1)?, c).then_some(GlobStep::Matched(pi + 2)),
+        x => eq(x, c).then_some(GlobStep::Matched(pi + 1)),
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        for (p, n, want) in [
+            ("g*", "get", true),
+            ("g*", "set", false),
+            ("*set", "hset", true),
+            ("?et", "get", true),
+            ("?et", "getex", false),
+            ("[gs]et", "set", true),
+            ("[^gs]et", "set", false),
+            ("[a-h]*", "hget", true),
+            ("[a-h]*", "zadd", false),
+            ("G*", "get", true),
+            ("*", "", true),
+            ("x\\*", "x*", true),
+            ("x\\*", "xy", false),
+        ] {
+            assert_eq!(glob_match(p.as_bytes(), n.as_bytes()), want, "{p} {n}");
+        }
+    }
 }

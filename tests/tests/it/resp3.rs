@@ -254,6 +254,18 @@ fn command_and_info() {
             .and_then(|e| e.first())
             .and_then(Reply::text);
         assert_eq!(first.as_deref(), Some("get"), "COMMAND INFO get: {info}");
+        // Bare COMMAND INFO lists them all; LIST FILTERBY PATTERN filters.
+        let all = conn.reply(&["COMMAND", "INFO"]);
+        assert_eq!(all.items().map(|i| i.len() as i64), Some(count), "{all}");
+        let listed = conn.reply(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "hget*"]);
+        let mut names: Vec<String> = listed
+            .items()
+            .unwrap_or_else(|| panic!("COMMAND LIST: {listed}"))
+            .iter()
+            .filter_map(Reply::text)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["hget", "hgetall"], "{listed}");
 
         let info = conn.reply(&["INFO"]);
         let text = info
