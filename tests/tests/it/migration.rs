@@ -1400,6 +1400,60 @@ fn a_migration_goes_on_after_its_target_master_fails_over() {
     check_fill(&s.proxies[0].addr(), 5_000);
 }
 
+/// A target master that stops being a master mid-wave (made a replica, as
+/// by a failover gone wrong) refuses every moved key: the wave waits for it,
+/// saying why, and is not rolled back onto it, not even when asked to stop
+/// (a roll-back would read a server that is resyncing); once it is a master
+/// again, the wave completes and the migration ends with every slot wholly
+/// on one group. (The keys it had are lost to the resync from the empty
+/// server: what this checks is only that Shardis waits.)
+#[test]
+fn a_wave_waits_for_a_target_that_is_no_master_instead_of_rolling_back() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 5_000);
+    let m = c
+        .create_migration(&CreateMigration {
+            wave_size: Some(512),
+            keys_per_sec: Some(1000),
+            ..plain("0-511", 2)
+        })
+        .unwrap();
+    wait_for(&c, m.id, Duration::from_secs(20), "moving", |m| {
+        m.keys_moved >= 300
+    });
+    let spare = RedisServer::start();
+    let target = &s.servers(2)[0];
+    let port = spare.port().to_string();
+    assert_eq!(
+        target.cmd(&["REPLICAOF", "127.0.0.1", port.as_str()]),
+        b"+OK\r\n"
+    );
+    wait_for(&c, m.id, Duration::from_secs(20), "waiting", |m| {
+        m.error.as_deref().is_some_and(|e| e.contains("replica"))
+    });
+    c.steer_migration(m.id, "stop").unwrap();
+    // Three retries and more, and a stop: still waiting, nothing rolled back.
+    std::thread::sleep(Duration::from_secs(7));
+    let now = c.migration(m.id).unwrap();
+    assert_eq!(now.state, "running", "{now:#?}");
+    assert!((0..512).all(|i| matches!(
+        s.stored().slots[i],
+        SlotState::Migrating { .. } | SlotState::Normal { group: 2 }
+    )));
+    assert_eq!(target.cmd(&["REPLICAOF", "NO", "ONE"]), b"+OK\r\n");
+    let end = wait_for(&c, m.id, Duration::from_secs(60), "stopped", |m| {
+        m.state != "running"
+    });
+    // Its one wave was in flight when asked to stop: it completed it, and
+    // with it the whole migration.
+    assert!(
+        ["stopped", "finished"].contains(&end.state.as_str()),
+        "{end:#?}"
+    );
+    assert!((0..512).all(|i| s.stored().slots[i] == SlotState::Normal { group: 2 }));
+}
+
 /// An ended migration keeps its own count of slots done, whatever later
 /// migrations do with those slots.
 #[test]
