@@ -45,6 +45,11 @@ const KEEP_LANE: usize = 1024;
 /// Replies buffered for a client that does not read, before the proxy stops
 /// collecting more (and, with the pipeline limit, stops reading its requests).
 const WRITE_HIGH: usize = 64 * 1024 * 1024;
+/// Replies are moved from the inbox into the write buffer while it holds
+/// less than this: with a unit of replies in flight (at most half of
+/// `WRITE_HIGH`, see `Session::window`) the buffer stays near `WRITE_HIGH`
+/// and does not double its allocation past it.
+const COLLECT_HIGH: usize = WRITE_HIGH / 2;
 /// Requests a new client may have in flight before its replies' size is
 /// known (see `Session::window`).
 const FIRST_WINDOW: usize = 32;
@@ -551,7 +556,7 @@ impl Session {
                 && !over_budget;
             // `collect_ready` took every resolved unit it could: the front one
             // (if any) is still waiting, unless the write buffer is full.
-            let waiting_reply = !self.pending.is_empty() && self.wbuf.len() < WRITE_HIGH;
+            let waiting_reply = !self.pending.is_empty() && self.wbuf.len() < COLLECT_HIGH;
             // With the write buffer full, replies still arriving are watched
             // (each MiB more) for the limits above.
             let watch_inbox = !self.pending.is_empty() && !waiting_reply;
@@ -1496,7 +1501,7 @@ impl Session {
 
     /// Moves every finished `Pending` into the write buffer, in order.
     fn collect_ready(&mut self) {
-        while self.wbuf.len() < WRITE_HIGH {
+        while self.wbuf.len() < COLLECT_HIGH {
             let Some(front) = self.pending.front() else {
                 break;
             };
