@@ -19,6 +19,18 @@ fn budget_used(cluster: &Cluster) -> u64 {
     v["memory_budget"]["used"].as_u64().expect("used")
 }
 
+/// Waits (up to 5 s) until nothing is charged to the budget any more.
+fn wait_budget_released(cluster: &Cluster) {
+    let start = std::time::Instant::now();
+    while budget_used(cluster) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "budget not released"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let kb: u64 = status
@@ -64,14 +76,7 @@ fn huge_bulks_from_many_clients_stay_within_the_budget() {
     assert!(rss < 64 + 80, "proxy RSS {rss} MiB with a 64 MiB budget");
 
     drop(clients);
-    let start = std::time::Instant::now();
-    while budget_used(&cluster) != 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "budget not released"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_budget_released(&cluster);
     assert_eq!(c.cmd_text(&["PING"]), "+PONG\r\n");
 }
 
@@ -181,13 +186,6 @@ fn clients_that_do_not_read_big_replies_are_throttled_or_closed() {
         peak < rss_before + 900,
         "proxy RSS peaked at {peak} MiB (from {rss_before})"
     );
-    let start = std::time::Instant::now();
-    while budget_used(&cluster) != 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "budget not released"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_budget_released(&cluster);
     assert_eq!(c.cmd_text(&["PING"]), "+PONG\r\n");
 }
