@@ -1199,7 +1199,10 @@ impl Session {
         if self.refused_multi && self.in_refused_multi(cmd, plan) {
             return Step::Done;
         }
-        if req.args.len() < cmd.min_args() {
+        // A positive arity is exact, as in Redis (`TIME x` is an error).
+        if req.args.len() < cmd.min_args()
+            || (cmd.arity > 0 && req.args.len() != cmd.arity.unsigned_abs() as usize)
+        {
             plan.error(cmd.index, &commands::arity_error(cmd.name));
             return Step::Done;
         }

@@ -211,6 +211,11 @@ fn ping_echo_select_time_reset_quit() {
             .exists("sel:k"));
         let time = conn.reply(&["TIME"]);
         assert_eq!(time.items().map(<[Reply]>::len), Some(2), "TIME: {time}");
+        // A positive arity is exact, as in Redis.
+        conn.expect(
+            &["TIME", "x"],
+            b"-ERR wrong number of arguments for 'time' command\r\n",
+        );
 
         // RESET: back to RESP2, no name, and the connection stays usable.
         conn.expect(&["CLIENT", "SETNAME", "before-reset"], b"+OK\r\n");
