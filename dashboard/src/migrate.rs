@@ -1333,7 +1333,26 @@ async fn run_wave(
     // what a retry moves, a roll-back moves back, and the end switches.
     let mut slots = slots;
     let mut failures = 0;
+    let mut retrying = false;
     loop {
+        if retrying {
+            // The error shown was about the attempt before: once both masters
+            // are ready again, the wave is moving, not waiting.
+            let ready = ready_master(state, &source_master, "the source")
+                .await
+                .is_ok()
+                && ready_master(state, &target_master, "the target")
+                    .await
+                    .is_ok();
+            if ready {
+                let _ = update(state, id, |m| {
+                    m.error = None;
+                    Ok(())
+                })
+                .await;
+            }
+        }
+        retrying = true;
         let started = Instant::now();
         let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
         let moving = async {
