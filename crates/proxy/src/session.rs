@@ -648,11 +648,13 @@ impl Session {
     /// How many requests may be in flight: as many as half of `WRITE_HIGH`
     /// holds replies of the average size seen so far (at least
     /// `FIRST_WINDOW`, at most `max_pipeline`), so that what is in flight
-    /// and what waits to be written stay near `WRITE_HIGH` together. A client that pipelines requests with big
-    /// replies (thousands of GETs of a 1 MiB value) then has a few of them on
-    /// the shared backend connections at a time, not all, so other clients'
-    /// requests do not queue behind gigabytes of its replies; one with small
-    /// replies gets the whole `max_pipeline`.
+    /// and what waits to be written stay near `WRITE_HIGH` together. A
+    /// client that pipelines requests with big replies (thousands of GETs of
+    /// a 1 MiB value) then has a few of them on the shared backend
+    /// connections at a time, not all, so other clients' requests do not
+    /// queue behind gigabytes of its replies; one with small replies soon
+    /// gets the whole `max_pipeline` (the average moves by an eighth per
+    /// batch of replies).
     fn window(&self, max_pipeline: usize) -> usize {
         (WRITE_HIGH / 2 / self.reply_avg.max(1)).clamp(FIRST_WINDOW.min(max_pipeline), max_pipeline)
     }
