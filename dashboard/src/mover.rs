@@ -411,13 +411,35 @@ async fn scan_keys(
         let (next, keys) = page;
         let mut mine: Vec<(usize, Vec<u8>)> = Vec::new();
         let mut upcoming: Vec<Vec<u8>> = Vec::new();
+        let mut leftovers: Vec<Vec<u8>> = Vec::new();
         for key in keys {
             let slot = usize::from(slot_of(&key));
             if wave.slots.get(slot).copied().unwrap_or(false) {
-                mine.push((slot, key));
+                if is_tmp_name(&key) {
+                    // A half-built copy left by a failed big-key copy (on
+                    // what is now the source: the wave it belonged to was
+                    // rolled back). Not data: it is deleted, not moved.
+                    leftovers.push(key);
+                } else {
+                    mine.push((slot, key));
+                }
             } else if wave.lookahead.get(slot).copied().unwrap_or(false) {
                 upcoming.push(key);
             }
+        }
+        if !leftovers.is_empty() {
+            tracing::warn!(
+                count = leftovers.len(),
+                source = %wave.source,
+                "deleting half-built copies of big keys left by a failed copy"
+            );
+            query::<Value>(
+                &mut scan_conn,
+                &wave.source,
+                redis::cmd("UNLINK").arg(&leftovers),
+                "UNLINK",
+            )
+            .await?;
         }
         // The wave's own keys are sized just before they move (see
         // `Migrating`), the next wave's now.
@@ -830,6 +852,9 @@ const STRING_CHUNK: usize = 256 * 1024;
 /// `None` when no such name exists (odd braces): such a key is moved by
 /// `MIGRATE` like any other.
 pub fn tmp_name(key: &[u8]) -> Option<Vec<u8>> {
+    if is_tmp_name(key) {
+        return None;
+    }
     let tag = shardis_topology::hash_tag(key);
     if tag.contains(&b'{') || tag.contains(&b'}') || tag.is_empty() {
         return None;
@@ -837,8 +862,15 @@ pub fn tmp_name(key: &[u8]) -> Option<Vec<u8>> {
     let mut name = Vec::with_capacity(tag.len() + 32);
     name.push(b'{');
     name.extend_from_slice(tag);
-    name.extend_from_slice(b"}\x00shardis-migrating-copy");
+    name.extend_from_slice(TMP_SUFFIX);
     (slot_of(&name) == slot_of(key)).then_some(name)
+}
+
+const TMP_SUFFIX: &[u8] = b"}\x00shardis-migrating-copy";
+
+/// A name [`tmp_name`] makes: a half-built copy of a big key, never data.
+pub fn is_tmp_name(key: &[u8]) -> bool {
+    key.starts_with(b"{") && key.ends_with(TMP_SUFFIX)
 }
 
 async fn query<T: redis::FromRedisValue>(
@@ -897,14 +929,41 @@ pub async fn copy_big_key(
     wave: &Wave,
     key: &[u8],
 ) -> Result<u64, AppError> {
-    let mut src = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
-    let mut dst = servers.connect_with(&wave.target, REPLY_TIMEOUT).await?;
-    let (s_addr, d_addr) = (wave.source.as_str(), wave.target.as_str());
     let Some(tmp) = tmp_name(key) else {
         return Err(AppError::Internal(
             "big key without a temporary name".into(),
         ));
     };
+    let copied = copy_big_key_to(servers, leadership, wave, key, &tmp).await;
+    if copied.is_err() {
+        // A half-built copy must not stay in the target's keyspace (the
+        // next copy of the key would delete it, but the key may never be
+        // copied again: deleted, expired, or its wave rolled back).
+        if let Ok(mut dst) = servers.connect_with(&wave.target, REPLY_TIMEOUT).await {
+            let _ = query::<Value>(
+                &mut dst,
+                &wave.target,
+                redis::cmd("UNLINK").arg(&tmp),
+                "UNLINK",
+            )
+            .await;
+        }
+    }
+    copied
+}
+
+async fn copy_big_key_to(
+    servers: &Servers,
+    leadership: &Leadership,
+    wave: &Wave,
+    key: &[u8],
+    tmp: &[u8],
+) -> Result<u64, AppError> {
+    let mut src = servers.connect_with(&wave.source, REPLY_TIMEOUT).await?;
+    let mut dst = servers.connect_with(&wave.target, REPLY_TIMEOUT).await?;
+    let (s_addr, d_addr) = (wave.source.as_str(), wave.target.as_str());
+    // Leftovers of an interrupted copy, first (also when the key is gone).
+    query::<Value>(&mut dst, d_addr, redis::cmd("UNLINK").arg(tmp), "UNLINK").await?;
     let size: Option<u64> = query(
         &mut src,
         s_addr,
@@ -918,8 +977,6 @@ pub async fn copy_big_key(
     if pttl == -2 {
         return Ok(0); // gone (expired) meanwhile
     }
-    // Leftovers of an interrupted copy.
-    query::<Value>(&mut dst, d_addr, redis::cmd("UNLINK").arg(&tmp), "UNLINK").await?;
     // A copy of the key already on the target (a MIGRATE that failed half
     // way) is older than the source's (see the module docs): the copy
     // replaces it.
@@ -1013,7 +1070,7 @@ pub async fn copy_big_key(
                 }
                 at += part.len();
                 let mut cmd = redis::cmd("APPEND");
-                cmd.arg(&tmp).arg(&part);
+                cmd.arg(tmp).arg(&part);
                 writer.send(cmd, "APPEND").await?;
             }
         }

@@ -1454,6 +1454,25 @@ fn a_wave_waits_for_a_target_that_is_no_master_instead_of_rolling_back() {
     assert!((0..512).all(|i| s.stored().slots[i] == SlotState::Normal { group: 2 }));
 }
 
+/// A half-built copy of a big key (its temporary name) left on a source, as
+/// a failed copy whose wave was rolled back leaves it, is deleted by the
+/// next wave's scan, not moved as data.
+#[test]
+fn a_leftover_temporary_copy_is_deleted_not_moved() {
+    let s = setup(&[1, 1], 1, |d| d);
+    let c = s.client();
+    fill(&s.proxies[0].addr(), 1_000);
+    let key = shardis_tests::keys_where("left", 1, |slot| slot < 512).remove(0);
+    let tag = format!("{{{key}}}\0shardis-migrating-copy");
+    let source = &s.servers(1)[0];
+    assert_eq!(source.cmd(&["HSET", tag.as_str(), "f", "v"]), b":1\r\n");
+    let m = c.create_migration(&plain("0-511", 2)).unwrap();
+    wait_finished(&c, m.id, Duration::from_secs(30));
+    assert_eq!(source.cmd(&["EXISTS", tag.as_str()]), b":0\r\n");
+    assert_eq!(s.servers(2)[0].cmd(&["EXISTS", tag.as_str()]), b":0\r\n");
+    check_fill(&s.proxies[0].addr(), 1_000);
+}
+
 /// An ended migration keeps its own count of slots done, whatever later
 /// migrations do with those slots.
 #[test]
