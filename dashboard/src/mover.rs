@@ -1009,7 +1009,7 @@ async fn copy_big_key_to(
                 .await?;
                 if !items.is_empty() {
                     let mut cmd = redis::cmd(write);
-                    cmd.arg(&tmp);
+                    cmd.arg(tmp);
                     if kind == "zset" {
                         // ZSCAN answers member, score; ZADD wants score, member.
                         for pair in items.chunks(2) {
@@ -1047,7 +1047,7 @@ async fn copy_big_key_to(
                 }
                 at += items.len() as i64;
                 let mut cmd = redis::cmd("RPUSH");
-                cmd.arg(&tmp).arg(&items);
+                cmd.arg(tmp).arg(&items);
                 writer.send(cmd, "RPUSH").await?;
             }
         }
@@ -1092,7 +1092,7 @@ async fn copy_big_key_to(
             query::<Value>(
                 &mut dst,
                 d_addr,
-                redis::cmd("UNLINK").arg(&tmp).arg(key),
+                redis::cmd("UNLINK").arg(tmp).arg(key),
                 "UNLINK",
             )
             .await?;
@@ -1104,7 +1104,7 @@ async fn copy_big_key_to(
         None
     };
     let mut swap = redis::pipe();
-    swap.atomic().cmd("RENAME").arg(&tmp).arg(key).ignore();
+    swap.atomic().cmd("RENAME").arg(tmp).arg(key).ignore();
     if let Some(ms) = left {
         swap.cmd("PEXPIRE").arg(key).arg(ms).ignore();
     }
