@@ -200,19 +200,6 @@ pub fn assign_slots(t: &mut Topology, slots: &[usize], group: GroupId) -> Result
     Ok(())
 }
 
-/// The slots migrating to or from `group`, as ranges (empty: none).
-pub fn migrating_slots_of(t: &Topology, group: GroupId) -> String {
-    format_ranges(
-        t.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                matches!(s, SlotState::Migrating { .. }) && s.groups().any(|g| g == group)
-            })
-            .map(|(i, _)| i),
-    )
-}
-
 /// Holds every slot the group serves (`normal` → `held`), so that proxies
 /// stop sending its requests anywhere. Slots already held for the group (an
 /// interrupted promotion) count as held. Returns all of them. Slots
@@ -225,7 +212,15 @@ pub fn hold_group(
     failover: bool,
 ) -> Result<Vec<usize>, AppError> {
     group_mut(t, group)?;
-    let migrating = migrating_slots_of(t, group);
+    let migrating = format_ranges(
+        t.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                matches!(s, SlotState::Migrating { .. }) && s.groups().any(|g| g == group)
+            })
+            .map(|(i, _)| i),
+    );
     if !migrating.is_empty() && !failover {
         return Err(AppError::Conflict(format!(
             "slots {migrating} of group {group} are migrating; a planned switchover waits until \

@@ -183,7 +183,6 @@ pub fn view(m: &Migration, t: &Topology, live: Option<&Live>) -> MigrationView {
     let mut runs: Vec<SlotRun> = Vec::new();
     let mut run_slots: Vec<usize> = Vec::new();
     let mut run_key: Option<(&'static str, GroupId, Option<GroupId>)> = None;
-    let mut done = 0;
     let flush = |runs: &mut Vec<SlotRun>,
                  slots: &mut Vec<usize>,
                  key: Option<(&'static str, GroupId, Option<GroupId>)>| {
@@ -197,11 +196,7 @@ pub fn view(m: &Migration, t: &Topology, live: Option<&Live>) -> MigrationView {
         }
     };
     for &s in &m.slots {
-        let st = t.slot(s);
-        if st == (SlotState::Normal { group: m.to_group }) {
-            done += 1;
-        }
-        let key = match st {
+        let key = match t.slot(s) {
             SlotState::Migrating { from, to, .. } => Some(("migrating", from, Some(to))),
             SlotState::Held { group } => Some(("held", group, None)),
             SlotState::Normal { group } => Some(("normal", group, None)),
@@ -231,7 +226,7 @@ pub fn view(m: &Migration, t: &Topology, live: Option<&Live>) -> MigrationView {
         // its slots.
         slots_done: match m.slots_done {
             Some(n) if m.state.is_terminal() => n,
-            _ => done,
+            _ => done_in(m, t),
         },
         slot_states: runs,
         keys_moved: keys,
@@ -336,6 +331,17 @@ async fn ready_master(state: &AppState, addr: &str, whose: &str) -> Result<(), A
         )));
     }
     Ok(())
+}
+
+/// Why a wave's two masters are not both ready (see [`ready_master`]).
+async fn masters_not_ready(
+    state: &AppState,
+    (source, source_master): (GroupId, &str),
+    (to, target_master): (GroupId, &str),
+) -> Option<AppError> {
+    let source_ready = ready_master(state, source_master, &format!("group {source}")).await;
+    let target_ready = ready_master(state, target_master, &format!("group {to}")).await;
+    source_ready.and(target_ready).err()
 }
 
 /// Validates a request against the topology and the servers, without saving.
@@ -1333,26 +1339,21 @@ async fn run_wave(
     // what a retry moves, a roll-back moves back, and the end switches.
     let mut slots = slots;
     let mut failures = 0;
-    let mut retrying = false;
+    // The last attempt failed on a master that was not ready.
+    let mut waited = false;
     loop {
-        if retrying {
-            // The error shown was about the attempt before: once both masters
-            // are ready again, the wave is moving, not waiting.
-            let ready = ready_master(state, &source_master, "the source")
+        if waited
+            && masters_not_ready(state, (source, &source_master), (to, &target_master))
                 .await
-                .is_ok()
-                && ready_master(state, &target_master, "the target")
-                    .await
-                    .is_ok();
-            if ready {
-                let _ = update(state, id, |m| {
-                    m.error = None;
-                    Ok(())
-                })
-                .await;
-            }
+                .is_none()
+        {
+            // The error shown was why the wave waited: it moves again now.
+            let _ = update(state, id, |m| {
+                m.error = None;
+                Ok(())
+            })
+            .await;
         }
-        retrying = true;
         let started = Instant::now();
         let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
         let moving = async {
@@ -1420,13 +1421,9 @@ async fn run_wave(
                 // asked to stop, move the wave back. A master that is down,
                 // a replica or loading is waited for (it does not count): a
                 // roll-back then would read an empty or partial server.
-                let not_ready = match (
-                    ready_master(state, &source_master, &format!("group {source}")).await,
-                    ready_master(state, &target_master, &format!("group {to}")).await,
-                ) {
-                    (Ok(()), Ok(())) => None,
-                    (Err(why), _) | (_, Err(why)) => Some(why),
-                };
+                let not_ready =
+                    masters_not_ready(state, (source, &source_master), (to, &target_master)).await;
+                waited = not_ready.is_some();
                 if not_ready.is_none() {
                     failures += 1;
                 }

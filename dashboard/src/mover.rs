@@ -65,7 +65,6 @@ const BATCH_BYTES: u64 = 256 << 10;
 /// (`QUEUED_BATCHES`), so the source has at most one short command of the
 /// mover's per connection at any time, and the scan never waits for a batch.
 const QUEUED_BATCHES: usize = 4;
-/// `MIGRATE`'s own per-I/O timeout (ms).
 /// `MIGRATE`'s own per-I/O timeout (ms), for a batch of `bytes`: the source
 /// serves nobody while it waits for the target, so a target that hangs
 /// (stopped, swapping) stalls the whole source group this long. A batch of
@@ -443,8 +442,8 @@ async fn scan_keys(
         }
         // The wave's own keys are sized just before they move (see
         // `Migrating`), the next wave's now.
-        let ((_, next_big), following) =
-            sizes_and_next_page(&scan_conn, &wave.source, &[], &upcoming, next, SCAN_COUNT).await?;
+        let (next_big, following) =
+            big_and_next_page(&scan_conn, &wave.source, &upcoming, next, SCAN_COUNT).await?;
         page = following;
         ahead.extend(next_big);
         for (slot, key) in mine {
@@ -489,23 +488,24 @@ async fn scan_page(
         .map_err(|e| server_error(addr, "SCAN", e))
 }
 
-/// What [`page_sizes`] says of a page's keys, and the page after it (at
-/// cursor `next`; none when it is 0), asked for together: one round trip
-/// per page, not two.
-async fn sizes_and_next_page(
+/// The big keys among `upcoming` (see [`page_sizes`]), and the page after
+/// it (at cursor `next`; none when it is 0), asked for together: one round
+/// trip per page, not two.
+async fn big_and_next_page(
     conn: &MultiplexedConnection,
     addr: &str,
-    mine: &[Vec<u8>],
     upcoming: &[Vec<u8>],
     next: u64,
     count: usize,
-) -> Result<(Sizes, Page), AppError> {
+) -> Result<(Vec<Vec<u8>>, Page), AppError> {
     let (mut sizing_conn, mut next_conn) = (conn.clone(), conn.clone());
     let sizing = async {
-        if mine.is_empty() && upcoming.is_empty() {
-            Ok((Vec::new(), Vec::new()))
+        if upcoming.is_empty() {
+            Ok(Vec::new())
         } else {
-            page_sizes(&mut sizing_conn, addr, mine, upcoming).await
+            page_sizes(&mut sizing_conn, addr, &[], upcoming)
+                .await
+                .map(|(_, big)| big)
         }
     };
     let following = async {
@@ -1190,8 +1190,7 @@ pub async fn find_big_keys(
             .into_iter()
             .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
             .collect();
-        let ((_, found), following) =
-            sizes_and_next_page(&conn, addr, &[], &mine, next, LOOK_COUNT).await?;
+        let (found, following) = big_and_next_page(&conn, addr, &mine, next, LOOK_COUNT).await?;
         page = following;
         big.extend(found);
         if next == 0 {

@@ -361,16 +361,12 @@ impl Session {
             .map(|a| a.to_ascii_uppercase())
             .unwrap_or_default();
         match sub.as_slice() {
-            b"" => {
+            // Bare COMMAND, and bare COMMAND INFO (Redis 7): every command.
+            b"" | b"INFO" if args.len() <= 2 => {
                 let all = table.served().map(command_info).collect();
                 self.reply(plan, cmd, Frame::Array(all));
             }
             b"COUNT" => self.reply(plan, cmd, Frame::Integer(table.served().count() as i64)),
-            // Bare, like bare COMMAND (Redis 7).
-            b"INFO" if args.len() == 2 => {
-                let all = table.served().map(command_info).collect();
-                self.reply(plan, cmd, Frame::Array(all));
-            }
             b"INFO" => {
                 let infos = args
                     .iter()
