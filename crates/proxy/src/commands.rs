@@ -544,27 +544,10 @@ pub fn key_positions<A: AsRef<[u8]>>(
             let numkeys = args
                 .get(at)
                 .and_then(|a| std::str::from_utf8(a.as_ref()).ok())
-                .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| "ERR value is not an integer or out of range".to_string())?;
-            if numkeys < 0 {
-                return Err("ERR Number of keys can't be negative".to_string());
-            }
-            if numkeys == 0 {
-                return Err(if cmd.name.starts_with("eval") {
-                    format!(
-                        "ERR '{}' without keys cannot be routed by shardis-proxy: pass the keys the script touches",
-                        cmd.name
-                    )
-                } else {
-                    "ERR numkeys should be greater than 0".to_string()
-                });
-            }
+                .and_then(|s| s.parse::<i64>().ok());
+            let numkeys = numkeys_checked(cmd.name, numkeys, n.saturating_sub(at + 1))?;
             if dest {
                 out.push(1);
-            }
-            let numkeys = numkeys as usize;
-            if at + numkeys >= n {
-                return Err("ERR Number of keys can't be greater than number of args".into());
             }
             out.extend(at + 1..=at + numkeys);
         }
@@ -628,6 +611,46 @@ pub fn key_positions<A: AsRef<[u8]>>(
 }
 
 /// Redis's own text for a wrong argument count.
+/// `numkeys` (`None`: not an integer) checked as Redis checks it, with
+/// its error for each family of commands; `rest`: the arguments after it.
+fn numkeys_checked(name: &str, numkeys: Option<i64>, rest: usize) -> Result<usize, String> {
+    const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+    const GREATER_0: &str = "ERR numkeys should be greater than 0";
+    const TOO_MANY: &str = "ERR Number of keys can't be greater than number of args";
+    const SYNTAX: &str = "ERR syntax error";
+    let (numkeys, too_many) = match name {
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
+            let n = numkeys.ok_or(NOT_INTEGER)?;
+            if n < 0 {
+                return Err("ERR Number of keys can't be negative".into());
+            }
+            if n == 0 {
+                return Err(format!(
+                    "ERR '{name}' without keys cannot be routed by shardis-proxy: pass the keys the script touches"
+                ));
+            }
+            (n, TOO_MANY)
+        }
+        "zunion" | "zinter" | "zdiff" | "zintercard" | "zunionstore" | "zinterstore"
+        | "zdiffstore" => {
+            let n = numkeys.ok_or(NOT_INTEGER)?;
+            if n < 1 {
+                return Err(format!(
+                    "ERR at least 1 input key is needed for '{name}' command"
+                ));
+            }
+            (n, SYNTAX)
+        }
+        "sintercard" => (numkeys.filter(|&n| n > 0).ok_or(GREATER_0)?, TOO_MANY),
+        // LMPOP, ZMPOP, BLMPOP, BZMPOP.
+        _ => (numkeys.filter(|&n| n > 0).ok_or(GREATER_0)?, SYNTAX),
+    };
+    match usize::try_from(numkeys) {
+        Ok(n) if n <= rest => Ok(n),
+        _ => Err(too_many.into()),
+    }
+}
+
 pub fn arity_error(name: &str) -> String {
     format!("ERR wrong number of arguments for '{name}' command")
 }

@@ -285,6 +285,15 @@ impl Plan {
 /// The lane for connection `conn`: the one it already has, else a lane no
 /// reply is expected on any more (and no batch of the plan uses), else a new
 /// one. A reused lane is empty, so replies of two connections never mix.
+/// `<command> HELP`.
+fn is_help(req: &Request) -> bool {
+    req.args.len() == 2
+        && req
+            .args
+            .get(1)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"HELP"))
+}
+
 fn lane_for(conn: u64, lanes: &mut Vec<Lane>, in_use: &[BatchBuilder]) -> u16 {
     if let Some(i) = lanes.iter().position(|l| l.conn == conn) {
         return i as u16;
@@ -1202,7 +1211,7 @@ impl Session {
             return Step::Done;
         }
         // A positive arity is exact, as in Redis (`TIME x` is an error).
-        if req.args.len() < cmd.min_args()
+        if (req.args.len() < cmd.min_args() && !is_help(req))
             || (cmd.arity > 0 && req.args.len() != cmd.arity.unsigned_abs() as usize)
         {
             plan.error(cmd.index, &commands::arity_error(cmd.name));
@@ -1340,11 +1349,19 @@ impl Session {
                     Some(_) => {}
                 }
             }
-            let Some(slot) = slot else {
-                plan.error(cmd.index, &commands::arity_error(cmd.name));
-                return Step::Done;
+            let slot = match slot {
+                Some(slot) => {
+                    self.shared.stats.record_slot(slot);
+                    slot
+                }
+                // `OBJECT HELP`, `XINFO HELP`…: no key; any master answers
+                // (slot 0's).
+                None if is_help(req) => 0,
+                None => {
+                    plan.error(cmd.index, &commands::arity_error(cmd.name));
+                    return Step::Done;
+                }
             };
-            self.shared.stats.record_slot(slot);
             match self.server_for(cmd, slot, table, plan) {
                 Ok(server) => {
                     let lane = plan.forward(server, self.proto, self.id, &mut self.lanes, &req.raw);

@@ -651,7 +651,8 @@ fn differential_resp3_while_slots_migrate_in_safe_mode() {
 }
 
 /// Error replies for bad arguments are Redis's own, word for word (the proxy
-/// checks only what it needs for routing and leaves the rest to Redis).
+/// checks only what it needs for routing and leaves the rest to Redis), and
+/// so is the help of commands that otherwise take a key.
 #[test]
 fn errors_match_redis() {
     let cluster = Cluster::builder().groups(2).build();
@@ -695,6 +696,29 @@ fn errors_match_redis() {
         &["LPUSH", "s", "x"],
         &["SETRANGE", "s", "-1", "x"],
         &["RENAME", "{t}none", "{t}other"],
+        // numkeys, each family with its own errors.
+        &["ZUNION", "0", "z"],
+        &["ZUNION", "x", "z"],
+        &["ZUNION", "-1", "z"],
+        &["ZUNION", "3", "z"],
+        &["ZINTERSTORE", "{t}d", "0", "{t}z"],
+        &["ZINTERSTORE", "{t}d", "2", "{t}z"],
+        &["ZINTERCARD", "0", "z"],
+        &["ZMPOP", "0", "z", "MIN"],
+        &["ZMPOP", "x", "z", "MIN"],
+        &["ZMPOP", "5", "z", "MIN"],
+        &["LMPOP", "-1", "l", "LEFT"],
+        &["LMPOP", "3", "l", "LEFT"],
+        &["SINTERCARD", "0", "s"],
+        &["SINTERCARD", "x", "s"],
+        &["SINTERCARD", "3", "s"],
+        &["EVAL", "return 1", "-1"],
+        &["EVAL", "return 1", "x"],
+        &["EVAL", "return 1", "2", "k"],
+        // Help of a command that takes a key, and has none here.
+        &["OBJECT", "HELP"],
+        &["XINFO", "HELP"],
+        &["XGROUP", "HELP"],
     ];
     for resp3 in [false, true] {
         let mut twin = Twin::new(cluster.proxy(0).conn(), plain.conn());
