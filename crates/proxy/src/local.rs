@@ -81,7 +81,12 @@ impl Session {
             Local::Client => self.client(cmd, req, plan),
             Local::Command => self.command(cmd, req, plan),
             Local::Info => {
-                let text = self.info_text(args.iter().skip(1).map(|a| a.as_ref()));
+                let sections = || args.iter().skip(1).map(|a| a.as_ref());
+                let mut text = self.info_text(sections());
+                if info_wants(sections(), "keyspace") {
+                    // No group has a master: no key anywhere to count.
+                    text.push_str("# Keyspace\r\n");
+                }
                 let frame = match self.proto {
                     Protocol::Resp3 => Frame::Verbatim {
                         format: Bytes::from_static(b"txt"),
@@ -439,18 +444,10 @@ impl Session {
         }
     }
 
-    /// The proxy's own INFO: sections `server`, `clients`, `stats`,
-    /// `keyspace` (empty: keys live on the groups).
-    fn info_text<'a>(&self, sections: impl Iterator<Item = &'a [u8]>) -> String {
-        let wanted: Vec<String> = sections
-            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
-            .collect();
-        let want = |name: &str| {
-            wanted.is_empty()
-                || wanted
-                    .iter()
-                    .any(|w| w == name || w == "all" || w == "everything" || w == "default")
-        };
+    /// The proxy's own INFO sections `server`, `clients`, `stats` (the
+    /// caller adds `keyspace`, added up over the groups' masters).
+    pub(crate) fn info_text<'a>(&self, sections: impl Iterator<Item = &'a [u8]> + Clone) -> String {
+        let want = |name: &str| info_wants(sections.clone(), name);
         let shared = &self.shared;
         let stats = &shared.stats;
         let mut out = String::new();
@@ -488,11 +485,84 @@ impl Session {
                 stats.errors_total(),
             );
         }
-        if want("keyspace") {
-            out.push_str("# Keyspace\r\n");
-        }
         out
     }
+}
+
+/// Whether `INFO` with these sections shows section `name` (none: the
+/// default ones, which are all of the proxy's).
+pub(crate) fn info_wants<'a>(mut sections: impl Iterator<Item = &'a [u8]>, name: &str) -> bool {
+    let mut any = false;
+    let hit = sections.any(|s| {
+        any = true;
+        s.eq_ignore_ascii_case(name.as_bytes())
+            || s.eq_ignore_ascii_case(b"all")
+            || s.eq_ignore_ascii_case(b"everything")
+            || s.eq_ignore_ascii_case(b"default")
+    });
+    hit || !any
+}
+
+/// Adds the `dbN:keys=…,expires=…,avg_ttl=…` lines of a master's `INFO
+/// keyspace` to `dbs` (db → keys, expires, avg_ttl × expires).
+pub(crate) fn add_keyspace(
+    dbs: &mut std::collections::BTreeMap<u64, (u64, u64, u128)>,
+    text: &[u8],
+) {
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(rest) = line.strip_prefix(b"db") else {
+            continue;
+        };
+        let mut name_fields = rest.splitn(2, |&b| b == b':');
+        let (Some(name), Some(fields)) = (name_fields.next(), name_fields.next()) else {
+            continue;
+        };
+        let Some(db) = std::str::from_utf8(name)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let (mut keys, mut expires, mut avg_ttl) = (0u64, 0u64, 0u64);
+        for field in fields.split(|&b| b == b',') {
+            let mut kv = field.splitn(2, |&b| b == b'=');
+            let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
+                continue;
+            };
+            let v = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            match k {
+                b"keys" => keys = v,
+                b"expires" => expires = v,
+                b"avg_ttl" => avg_ttl = v,
+                _ => {}
+            }
+        }
+        let e = dbs.entry(db).or_default();
+        e.0 = e.0.saturating_add(keys);
+        e.1 = e.1.saturating_add(expires);
+        e.2 =
+            e.2.saturating_add(u128::from(avg_ttl) * u128::from(expires));
+    }
+}
+
+/// The `# Keyspace` section of the added-up `dbs` (see [`add_keyspace`]),
+/// as Redis writes it: databases with keys only.
+pub(crate) fn keyspace_text(dbs: &std::collections::BTreeMap<u64, (u64, u64, u128)>) -> String {
+    let mut out = String::from("# Keyspace\r\n");
+    for (db, &(keys, expires, ttl_sum)) in dbs {
+        if keys > 0 {
+            let avg_ttl = ttl_sum.checked_div(u128::from(expires)).unwrap_or(0);
+            let _ = write!(
+                out,
+                "db{db}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+            );
+        }
+    }
+    out
 }
 
 /// `COMMAND INFO` format of Redis 7: name, arity, flags, first key, last
@@ -621,7 +691,26 @@ fn step(p: &[u8], pi: usize, c: u8, eq: impl Fn(u8, u8) -> bool) -> Option<GlobS
 
 #[cfg(test)]
 mod glob_tests {
-    use super::glob_match;
+    use super::{add_keyspace, glob_match, keyspace_text};
+
+    #[test]
+    fn keyspaces_add_up() {
+        let mut dbs = std::collections::BTreeMap::new();
+        add_keyspace(
+            &mut dbs,
+            b"# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\ndb3:keys=1,expires=0,avg_ttl=0\r\n",
+        );
+        add_keyspace(
+            &mut dbs,
+            b"# Keyspace\r\ndb0:keys=5,expires=6,avg_ttl=3000,subexpiry=0\r\n",
+        );
+        add_keyspace(&mut dbs, b"# Keyspace\r\n");
+        add_keyspace(&mut dbs, b"garbage\r\ndbx:keys=1\r\ndb1:nothing\r\n");
+        assert_eq!(
+            keyspace_text(&dbs),
+            "# Keyspace\r\ndb0:keys=15,expires=8,avg_ttl=2500\r\ndb3:keys=1,expires=0,avg_ttl=0\r\n"
+        );
+    }
 
     #[test]
     fn globs() {

@@ -29,7 +29,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::backend::{BackendError, Inbox, Reply, Server};
-use crate::commands::{self, Command, Merge, Route};
+use crate::commands::{self, Command, Local, Merge, Route};
+use crate::local;
 use crate::router::{SlotRoute, SlotTable};
 use crate::slowlog::KeyLog;
 use crate::stats::Stats;
@@ -83,6 +84,13 @@ pub(crate) enum EntryKind {
     Merge(MergeRef),
     /// Write the reply, then close (QUIT, protocol errors).
     Close(Bytes),
+    /// `INFO`: the proxy's own sections, then the `INFO keyspace` replies
+    /// of every master (the `parts` of its `Pending`), added up.
+    Info {
+        text: Bytes,
+        resp3: bool,
+        parts: (u32, u32),
+    },
 }
 
 /// How to merge a split command: its parts and, for MGET, the key order, as
@@ -246,6 +254,20 @@ impl Plan {
                 parts: (at, lanes.len() as u32),
                 order: (at + lanes.len() as u32, order.len() as u32),
             }),
+        });
+    }
+
+    /// `INFO` with its keyspace added up from the replies on `lanes`.
+    fn info(&mut self, cmd: usize, text: Bytes, resp3: bool, lanes: &[u16]) {
+        let at = self.parts.len() as u32;
+        self.parts.extend_from_slice(lanes);
+        self.entries.push(Entry {
+            cmd,
+            kind: EntryKind::Info {
+                text,
+                resp3,
+                parts: (at, lanes.len() as u32),
+            },
         });
     }
 
@@ -1230,6 +1252,30 @@ impl Session {
             }
         }
         match cmd.route {
+            Route::Local(Local::Info)
+                if !table.masters.is_empty()
+                    && local::info_wants(
+                        req.args.iter().skip(1).map(|a| a.as_ref()),
+                        "keyspace",
+                    ) =>
+            {
+                const INFO_KEYSPACE: &[u8] = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
+                let text = self.info_text(req.args.iter().skip(1).map(|a| a.as_ref()));
+                let lanes: Vec<u16> = table
+                    .masters
+                    .iter()
+                    .map(|(_, server)| {
+                        plan.forward(server, self.proto, self.id, &mut self.lanes, INFO_KEYSPACE)
+                    })
+                    .collect();
+                plan.info(
+                    cmd.index,
+                    text.into(),
+                    self.proto == Protocol::Resp3,
+                    &lanes,
+                );
+                Step::Done
+            }
             Route::Local(local) => {
                 self.local(local, cmd, req, plan);
                 Step::Done
@@ -1570,6 +1616,9 @@ impl Session {
                     taken +=
                         merge_into(&mut self.wbuf, &m, &p.parts, lanes, &mut self.merge_cursors)
                 }
+                EntryKind::Info { text, resp3, parts } => {
+                    taken += info_into(&mut self.wbuf, &text, resp3, parts, &p.parts, lanes)
+                }
             }
             let is_err = matches!(self.wbuf.get(start), Some(b'-') | Some(b'!'));
             recorder.command(entry.cmd, is_err);
@@ -1726,6 +1775,55 @@ fn merge_into(
         .iter()
         .map(|&lane| take_reply(lanes, lane).map_or(0, |r| r.len()))
         .sum()
+}
+
+/// Writes `INFO`'s reply: `text`, then the keyspace of the `INFO keyspace`
+/// replies on the part lanes added up (a master that failed to answer is
+/// left out). Returns the reply bytes taken.
+fn info_into(
+    out: &mut BytesMut,
+    text: &[u8],
+    resp3: bool,
+    (at, n): (u32, u32),
+    parts: &[u16],
+    lanes: &mut [VecDeque<Reply>],
+) -> usize {
+    let part_lanes = parts
+        .get(at as usize..(at as usize).saturating_add(n as usize))
+        .unwrap_or_default();
+    let mut dbs = std::collections::BTreeMap::new();
+    let mut taken = 0;
+    for &lane in part_lanes {
+        if let Ok(r) = take_reply(lanes, lane) {
+            taken += r.len();
+            if let Some(body) = reply_text(&r) {
+                local::add_keyspace(&mut dbs, body);
+            }
+        }
+    }
+    let mut body = Vec::with_capacity(text.len() + 64);
+    body.extend_from_slice(text);
+    body.extend_from_slice(local::keyspace_text(&dbs).as_bytes());
+    if resp3 {
+        out.extend_from_slice(format!("={}\r\ntxt:", body.len() + 4).as_bytes());
+    } else {
+        out.extend_from_slice(format!("${}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\r\n");
+    taken
+}
+
+/// The text of a bulk or verbatim string reply.
+fn reply_text(r: &[u8]) -> Option<&[u8]> {
+    let kind = *r.first()?;
+    let start = r.windows(2).position(|w| w == b"\r\n")? + 2;
+    let body = r.get(start..r.len().checked_sub(2)?)?;
+    match kind {
+        b'$' => Some(body),
+        b'=' => body.get(4..),
+        _ => None,
+    }
 }
 
 fn merge_replies(

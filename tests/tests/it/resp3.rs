@@ -319,6 +319,71 @@ fn dbsize_sums_over_groups() {
     conn.expect(&["DBSIZE"], b":61\r\n");
 }
 
+/// `INFO` adds up the keyspace of every group's master, as one server would
+/// show it, in RESP2 (bulk string) and RESP3 (verbatim string).
+#[test]
+fn info_keyspace_adds_up_the_groups() {
+    let cluster = Cluster::builder().groups(3).build();
+    let mut conn = cluster.proxy(0).conn();
+    let keyspace = |conn: &mut RespConn, args: &[&str]| {
+        let info = conn.reply(args);
+        let text = info
+            .text()
+            .unwrap_or_else(|| panic!("INFO should be a string: {info}"));
+        let at = text
+            .find("# Keyspace\r\n")
+            .unwrap_or_else(|| panic!("no keyspace section in {args:?}:\n{text}"));
+        text[at..].to_string()
+    };
+    assert_eq!(keyspace(&mut conn, &["INFO", "keyspace"]), "# Keyspace\r\n");
+    for i in 0..60 {
+        conn.expect(&["SET", &format!("ks:{i}"), "v"], b"+OK\r\n");
+    }
+    for i in 0..20 {
+        conn.expect(&["EXPIRE", &format!("ks:{i}"), "1000"], b":1\r\n");
+    }
+    cluster.group_master(2).cmd(&["SET", "direct", "x"]);
+    let per_group: Vec<i64> = cluster
+        .group_ids()
+        .into_iter()
+        .map(|g| cluster.group_master(g).dbsize())
+        .collect();
+    assert!(per_group.iter().all(|&n| n > 0), "{per_group:?}");
+    for args in [
+        &["INFO"][..],
+        &["INFO", "keyspace"],
+        &["INFO", "server", "KEYSPACE"],
+        &["INFO", "all"],
+    ] {
+        let text = keyspace(&mut conn, args);
+        let line = text.lines().nth(1).unwrap_or_default();
+        assert!(
+            line.starts_with("db0:keys=61,expires=20,avg_ttl="),
+            "{args:?}: {text}"
+        );
+        let ttl: u64 = line
+            .rsplit('=')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("avg_ttl of {line}"));
+        // Redis estimates it as keys expire (0 until then).
+        assert!(ttl <= 1_000_000, "{line}");
+    }
+    // Other sections alone stay the proxy's own.
+    let server = conn.reply(&["INFO", "server"]).text().expect("INFO text");
+    assert!(!server.contains("Keyspace"), "{server}");
+    assert!(server.contains("shardis_version:"), "{server}");
+    let hello = conn.reply(&["HELLO", "3"]);
+    assert!(!hello.is_error(), "{hello}");
+    let info = conn.reply(&["INFO", "keyspace"]);
+    assert!(matches!(info, Reply::Verbatim(_)), "{info}");
+    assert!(
+        info.text()
+            .is_some_and(|t| t.contains("db0:keys=61,expires=20,")),
+        "{info}"
+    );
+}
+
 /// Commands the proxy does not route get `-ERR` naming the command, and the
 /// session keeps working: nothing of the refused command's state stuck.
 #[test]
