@@ -590,6 +590,32 @@ follow_topology_roles() {
   done < <(grep -o '"servers":\[[^]]*\]' <<<"$doc")
 }
 
+# Refuses to restart a group's master (as the topology names it) that died
+# while another server of its group still runs: with no persistence it would
+# come back empty, and its replicas would then copy the empty data set.
+refuse_empty_masters() {
+  local want=$1 doc list addr master p q others
+  doc=$(etcdctl_ get --print-value-only "$KEY_TOPOLOGY" 2>/dev/null) || return 0
+  while read -r list; do
+    list=${list#*[}
+    list=${list%]*}
+    list=${list//\"/}
+    IFS=, read -r -a addrs <<<"$list"
+    master=${addrs[0]:-}
+    p=${master##*:}
+    [ -n "$master" ] && [ "${master%:*}" = "$HOST" ] && [[ $want == *" redis-$p "* ]] || continue
+    [ -e "$RUN/redis-$p.pid" ] || continue
+    others=""
+    for addr in "${addrs[@]:1}"; do
+      q=${addr##*:}
+      if [ "${addr%:*}" = "$HOST" ] && is_ours "redis-$q"; then others+=" $addr"; fi
+    done
+    [ -n "$others" ] || continue
+    others=${others# }
+    die "$master, group ${GROUP_OF[$p]:-?}'s master, is down; restarted it would be an empty master (no persistence here) and its replicas would copy that. Promote one of its replicas first (shardis --dashboard $DASHBOARD_URL promote ${GROUP_OF[$p]:-GROUP} ${others%% *}), then run '$ME up' again: $master then comes back as a replica."
+  done < <(grep -o '"servers":\[[^]]*\]' <<<"$doc")
+}
+
 # --------------------------------------------------------------------- commands
 
 lock() {
@@ -661,6 +687,7 @@ cmd_up() {
     step "starting etcd on $HOST:$ETCD_PORT (peer $ETCD_PEER_PORT)"
     start_etcd
   fi
+  refuse_empty_masters "$want"
   for c in "${COMPONENTS[@]}"; do
     [[ $c == redis-* && $want == *" $c "* ]] || continue
     p=${c#redis-}
