@@ -32,7 +32,7 @@ build_all() {
 }
 
 # The load tool, on the client core.
-loadgen() { taskset -c "$CLIENT_CPU" "$LOADGEN_BIN" "$@"; }
+loadgen() { nice -n "${LOADGEN_NICE:-0}" taskset -c "$CLIENT_CPU" "$LOADGEN_BIN" "$@"; }
 
 start_dashboard() {
     DASHBOARD_PORT=$(free_port)
@@ -90,7 +90,7 @@ start_proxy_named() {
     port=$(free_port)
     admin=$(free_port)
     # shellcheck disable=SC2086
-    NO_COLOR=1 taskset -c "$SERVER_CPU" "$PROXY_BIN" --id "$id" \
+    NO_COLOR=1 nice -n "${PROXY_NICE:-0}" taskset -c "$SERVER_CPU" "$PROXY_BIN" --id "$id" \
         --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
         --etcd "$ETCD_URL" --cluster "$CLUSTER" --threads "$PROXY_THREADS" ${PROXY_ARGS:-} \
         >"$WORK_DIR/$id.log" 2>&1 &

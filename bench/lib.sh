@@ -173,7 +173,7 @@ start_redis() {
     shift
     REDIS_PORT=$(free_port)
     mkdir -p "$WORK_DIR/$name"
-    taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+    nice -n "${REDIS_NICE:-0}" taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
         --save '' --appendonly no --daemonize no --dir "$WORK_DIR/$name" \
         --logfile "$WORK_DIR/$name.log" "$@" \
         >/dev/null 2>&1 &

@@ -3,7 +3,7 @@
 # acceptance 3). See bench/README.md.
 #
 # Setup: etcd, two redis-servers (group 1 and group 2, one master each), the
-# dashboard, PROXIES (2) proxies --threads 1; every slot on group 1. KEYS keys
+# dashboard, PROXIES (1) proxies --threads 1; every slot on group 1. KEYS keys
 # (key:000000000000 ...) with VALUE_SIZE-byte values are written straight
 # into group 1's master. `loadgen max` measures what the proxies sustain
 # (closed loop, CONNS connections, one request in flight each: the shape of
@@ -23,7 +23,7 @@
 # idles at 40%; the scheduler does better with both cores for everything.
 #
 # Environment (defaults in brackets):
-#   KEYS [1000000]  VALUE_SIZE [100]  WAVE [128]  PROXIES [2]  CONNS [16]
+#   KEYS [1000000]  VALUE_SIZE [100]  WAVE [128]  PROXIES [1]  CONNS [16]
 #   LOAD_SHARE [0.30]   RATE (requests/s; overrides LOAD_SHARE x measured max)
 #   MAX_SECONDS [5]     how long `loadgen max` measures
 #   BASELINE [10]  AFTER [10]  MIGRATION_TIMEOUT [600] (seconds)
@@ -34,7 +34,8 @@
 #                   between the two servers without Shardis (0: skip)
 #   SHARDIS_PROXY_BIN, SHARDIS_DASHBOARD_BIN, LOADGEN_BIN   skip the build
 #   PROXY_ARGS, CLIENT_CPU [all], SERVER_CPU [all], DASHBOARD_CPU [SERVER_CPU]
-#   DASHBOARD_NICE [10]
+#   DASHBOARD_NICE [10]  LOADGEN_NICE, PROXY_NICE, REDIS_NICE [0]: nice of the load
+#                   tool, the proxies, the Redis servers
 #   RESULTS_DIR [bench/results/migrate-<timestamp>-wave<WAVE>], KEEP_WORK [0]
 # Exit status: 0 when every target is met, 1 otherwise.
 
@@ -50,7 +51,7 @@ source "$BENCH_DIR/cluster-lib.sh"
 KEYS=${KEYS:-1000000}
 VALUE_SIZE=${VALUE_SIZE:-100}
 WAVE=${WAVE:-128}
-PROXIES=${PROXIES:-2}
+PROXIES=${PROXIES:-1}
 CONNS=${CONNS:-16}
 LOAD_SHARE=${LOAD_SHARE:-0.30}
 RATE=${RATE:-}
@@ -106,7 +107,7 @@ ADDRS=$(
     echo "kernel: $(uname -r)"
     echo "redis: $(redis-server --version)"
     echo "keys=$KEYS value_size=$VALUE_SIZE wave=$WAVE proxies=$PROXIES conns=$CONNS load_share=$LOAD_SHARE rate=${RATE:-auto} safe=$SAFE target_replica=$TARGET_REPLICA"
-    echo "client cpu $CLIENT_CPU, server cpu $SERVER_CPU, dashboard cpu $DASHBOARD_CPU, dashboard nice $DASHBOARD_NICE"
+    echo "client cpu $CLIENT_CPU, server cpu $SERVER_CPU, dashboard cpu $DASHBOARD_CPU, dashboard nice $DASHBOARD_NICE, load tool nice ${LOADGEN_NICE:-0}, proxy nice ${PROXY_NICE:-0}, redis nice ${REDIS_NICE:-0}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$R/env.txt"
 
@@ -134,7 +135,7 @@ PHASES=$R/phases.txt
 : >"$PHASES"
 LOAD_SECONDS=$((BASELINE + MIGRATION_TIMEOUT + AFTER + 30))
 # exec: $! is the load tool itself, so its CPU time can be read.
-(exec taskset -c "$CLIENT_CPU" "$LOADGEN_BIN" run --addr "$ADDRS" --keys "$KEYS" \
+(exec nice -n "${LOADGEN_NICE:-0}" taskset -c "$CLIENT_CPU" "$LOADGEN_BIN" run --addr "$ADDRS" --keys "$KEYS" \
     --value-size "$VALUE_SIZE" --conns "$CONNS" \
     --rate "$RATE" --duration "$LOAD_SECONDS" --warmup 2 --stop-file "$STOP_FILE" \
     --phases "$PHASES" --out "$R/timeline.csv" --json "$R/load.json" \
