@@ -561,17 +561,24 @@ configure_topology() {
   fi
 }
 
+# Each group's servers in the topology document $1, a line each, separated
+# by commas, its master first.
+group_servers() {
+  local list
+  while read -r list; do
+    list=${list#*[}
+    list=${list%]*}
+    printf '%s\n' "${list//\"/}"
+  done < <(grep -o '"servers":\[[^]]*\]' <<<"$1")
+}
+
 # A kept topology may name another master than this layout's (a promotion
 # since): the servers, started in the layout's roles, follow the topology's
 # (each group's first server is its master), so the master it names takes
 # writes.
 follow_topology_roles() {
-  local doc=$1 list master addr p
-  while read -r list; do
-    list=${list#*[}
-    list=${list%]*}
-    list=${list//\"/}
-    IFS=, read -r -a addrs <<<"$list"
+  local doc=$1 master addr p
+  while IFS=, read -r -a addrs; do
     master=${addrs[0]:-}
     [ -n "$master" ] || continue
     for addr in "${addrs[@]}"; do
@@ -587,20 +594,16 @@ follow_topology_roles() {
         redis-cli -h "$HOST" -p "$p" replicaof "${master%:*}" "${master##*:}" >/dev/null
       fi
     done
-  done < <(grep -o '"servers":\[[^]]*\]' <<<"$doc")
+  done < <(group_servers "$doc")
 }
 
 # Refuses to restart a group's master (as the topology names it) that died
 # while another server of its group still runs: with no persistence it would
 # come back empty, and its replicas would then copy the empty data set.
 refuse_empty_masters() {
-  local want=$1 doc list addr master p q others
+  local want=$1 doc addr master p q others
   doc=$(etcdctl_ get --print-value-only "$KEY_TOPOLOGY" 2>/dev/null) || return 0
-  while read -r list; do
-    list=${list#*[}
-    list=${list%]*}
-    list=${list//\"/}
-    IFS=, read -r -a addrs <<<"$list"
+  while IFS=, read -r -a addrs; do
     master=${addrs[0]:-}
     p=${master##*:}
     [ -n "$master" ] && [ "${master%:*}" = "$HOST" ] && [[ $want == *" redis-$p "* ]] || continue
@@ -613,7 +616,7 @@ refuse_empty_masters() {
     [ -n "$others" ] || continue
     others=${others# }
     die "$master, group ${GROUP_OF[$p]:-?}'s master, is down; restarted it would be an empty master (no persistence here) and its replicas would copy that. Promote one of its replicas first (shardis --dashboard $DASHBOARD_URL promote ${GROUP_OF[$p]:-GROUP} ${others%% *}), then run '$ME up' again: $master then comes back as a replica."
-  done < <(grep -o '"servers":\[[^]]*\]' <<<"$doc")
+  done < <(group_servers "$doc")
 }
 
 # --------------------------------------------------------------------- commands
