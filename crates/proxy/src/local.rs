@@ -444,8 +444,9 @@ impl Session {
         }
     }
 
-    /// The proxy's own INFO sections `server`, `clients`, `stats` (the
-    /// caller adds `keyspace`, added up over the groups' masters).
+    /// The proxy's own INFO sections `server`, `clients`, `stats`,
+    /// `commandstats`, `latencystats` (the caller adds `keyspace`, added up
+    /// over the groups' masters).
     pub(crate) fn info_text<'a>(&self, sections: impl Iterator<Item = &'a [u8]> + Clone) -> String {
         let want = |name: &str| info_wants(sections.clone(), name);
         let shared = &self.shared;
@@ -484,6 +485,49 @@ impl Session {
                 stats.sessions_rejected.load(Ordering::Relaxed),
                 stats.errors_total(),
             );
+        }
+        // As in Redis, only when asked for by name (or `all`, `everything`):
+        // the proxy's own per-command counters and latencies (end to end,
+        // backend round trip included).
+        let named = |name: &str| {
+            sections.clone().any(|s| {
+                s.eq_ignore_ascii_case(name.as_bytes())
+                    || s.eq_ignore_ascii_case(b"all")
+                    || s.eq_ignore_ascii_case(b"everything")
+            })
+        };
+        let (commandstats, latencystats) = (named("commandstats"), named("latencystats"));
+        if commandstats || latencystats {
+            let commands = stats.commands();
+            if commandstats {
+                out.push_str("# Commandstats\r\n");
+                for c in &commands {
+                    let usec = c.latency.sum_us;
+                    let _ = write!(
+                        out,
+                        "cmdstat_{}:calls={},usec={usec},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
+                        c.name,
+                        c.calls,
+                        usec as f64 / c.calls.max(1) as f64,
+                        c.errors,
+                    );
+                }
+                out.push_str("\r\n");
+            }
+            if latencystats {
+                out.push_str("# Latencystats\r\n");
+                for c in &commands {
+                    let _ = write!(
+                        out,
+                        "latency_percentiles_usec_{}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                        c.name,
+                        c.latency.quantile_us(0.5),
+                        c.latency.quantile_us(0.99),
+                        c.latency.quantile_us(0.999),
+                    );
+                }
+                out.push_str("\r\n");
+            }
         }
         out
     }

@@ -214,6 +214,34 @@ fn counters_and_histograms_follow_a_known_load() {
     // INFO through the proxy agrees (INFO itself is the 319th request).
     let info = c.reply(&["INFO", "stats"]).text().expect("INFO text");
     assert!(info.contains("total_commands_processed:318\r\n"), "{info}");
+    assert!(!info.contains("cmdstat_"), "{info}");
+    let info = c
+        .reply(&["INFO", "commandstats", "latencystats"])
+        .text()
+        .expect("INFO text");
+    assert!(info.starts_with("# Commandstats\r\n"), "{info}");
+    let line = |prefix: &str| {
+        info.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{info}"))
+            .to_string()
+    };
+    assert!(
+        line("cmdstat_set:").starts_with("cmdstat_set:calls=200,usec="),
+        "{info}"
+    );
+    assert!(line("cmdstat_incr:").ends_with(",failed_calls=5"), "{info}");
+    assert!(
+        line("cmdstat_unknown:").starts_with("cmdstat_unknown:calls=3,"),
+        "{info}"
+    );
+    assert!(info.contains("# Latencystats\r\n"), "{info}");
+    let p99: f64 = line("latency_percentiles_usec_set:")
+        .split(['=', ','])
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("p99 of SET in\n{info}"));
+    assert!(p99 > 0.0 && p99 < 1_000_000.0, "{info}");
 
     // Sessions: closing the connection is seen.
     drop(c);
