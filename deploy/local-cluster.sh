@@ -701,8 +701,12 @@ cmd_up() {
     fi
     start_redis "$p"
   done
+  local masters
+  masters=$(group_servers "$(etcdctl_ get --print-value-only "$KEY_TOPOLOGY" 2>/dev/null || true)" | cut -d, -f1)
   for p in "${REDIS_PORTS[@]}"; do
     [ -n "${MASTER_OF[$p]:-}" ] || continue
+    # Promoted since: the topology's roles are set below, nothing to wait for.
+    if [ -n "$masters" ] && ! grep -qx "$HOST:${MASTER_OF[$p]}" <<<"$masters"; then continue; fi
     local deadline=$((SECONDS + 15))
     until replica_linked "$p"; do
       if ((SECONDS >= deadline)); then
