@@ -186,6 +186,10 @@ const NOT_SHARDED: &str =
 const CONN_STATE: &str =
     "it changes connection state, and backend connections are shared by many clients";
 const BLOCKING: &str = "blocking commands would stall a backend connection shared by many clients";
+const PUBSUB: &str =
+    "pub/sub is not offered: subscribers need a connection of their own, and a channel would have to reach every group";
+const PER_SERVER: &str =
+    "scripts, functions and replication are per Redis server, and the keyspace is split over many groups behind this proxy";
 const ADMIN: &str =
     "server administration goes to the Redis servers directly, not through the proxy";
 
@@ -399,11 +403,11 @@ static ROWS: &[Row] = table! {
     "flushdb", -1, W, None, Refused(NOT_SHARDED);
     "swapdb", 3, W, None, Refused(NOT_SHARDED);
     "move", 3, W, None, Refused(NOT_SHARDED);
-    "script", -2, 0, None, Refused(NOT_SHARDED);
-    "function", -2, 0, None, Refused(NOT_SHARDED);
-    "fcall", -3, W, None, Refused(NOT_SHARDED);
-    "fcall_ro", -3, R, None, Refused(NOT_SHARDED);
-    "wait", 3, 0, None, Refused(NOT_SHARDED);
+    "script", -2, 0, None, Refused(PER_SERVER);
+    "function", -2, 0, None, Refused(PER_SERVER);
+    "fcall", -3, W, None, Refused(PER_SERVER);
+    "fcall_ro", -3, R, None, Refused(PER_SERVER);
+    "wait", 3, 0, None, Refused(PER_SERVER);
     // ---- refused: connection state ----
     "multi", 1, 0, None, Refused(CONN_STATE);
     "exec", 1, 0, None, Refused(CONN_STATE);
@@ -416,9 +420,9 @@ static ROWS: &[Row] = table! {
     "punsubscribe", -1, 0, None, Refused(CONN_STATE);
     "ssubscribe", -2, 0, None, Refused(CONN_STATE);
     "sunsubscribe", -1, 0, None, Refused(CONN_STATE);
-    "publish", 3, 0, None, Refused(CONN_STATE);
-    "spublish", 3, 0, None, Refused(CONN_STATE);
-    "pubsub", -2, 0, None, Refused(CONN_STATE);
+    "publish", 3, 0, None, Refused(PUBSUB);
+    "spublish", 3, 0, None, Refused(PUBSUB);
+    "pubsub", -2, 0, None, Refused(PUBSUB);
     "monitor", 1, 0, None, Refused(CONN_STATE);
     "readonly", 1, 0, None, Refused(CONN_STATE);
     "readwrite", 1, 0, None, Refused(CONN_STATE);

@@ -83,7 +83,7 @@ impl Session {
             Local::Info => {
                 let sections = || args.iter().skip(1).map(|a| a.as_ref());
                 let mut text = self.info_text(sections());
-                if info_wants(sections(), "keyspace") {
+                if info_wants(sections(), "keyspace", false) {
                     // No group has a master: no key anywhere to count.
                     text.push_str("# Keyspace\r\n");
                 }
@@ -444,11 +444,12 @@ impl Session {
         }
     }
 
-    /// The proxy's own INFO sections `server`, `clients`, `stats`,
-    /// `commandstats`, `latencystats` (the caller adds `keyspace`, added up
-    /// over the groups' masters).
+    /// The proxy's own INFO sections `server`, `clients`, `persistence`
+    /// (`loading:0`), `stats`, `replication` (`role:master`: it takes
+    /// writes), `commandstats`, `latencystats` (the caller adds `keyspace`,
+    /// added up over the groups' masters, only when asked for by name).
     pub(crate) fn info_text<'a>(&self, sections: impl Iterator<Item = &'a [u8]> + Clone) -> String {
-        let want = |name: &str| info_wants(sections.clone(), name);
+        let want = |name: &str| info_wants(sections.clone(), name, true);
         let shared = &self.shared;
         let stats = &shared.stats;
         let mut out = String::new();
@@ -476,6 +477,9 @@ impl Session {
                 shared.config.max_clients,
             );
         }
+        if want("persistence") {
+            out.push_str("# Persistence\r\nloading:0\r\n\r\n");
+        }
         if want("stats") {
             let _ = write!(
                 out,
@@ -486,16 +490,14 @@ impl Session {
                 stats.errors_total(),
             );
         }
+        if want("replication") {
+            // Writes are taken: to a client the proxy is a master.
+            out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+        }
         // As in Redis, only when asked for by name (or `all`, `everything`):
         // the proxy's own per-command counters and latencies (end to end,
         // backend round trip included).
-        let named = |name: &str| {
-            sections.clone().any(|s| {
-                s.eq_ignore_ascii_case(name.as_bytes())
-                    || s.eq_ignore_ascii_case(b"all")
-                    || s.eq_ignore_ascii_case(b"everything")
-            })
-        };
+        let named = |name: &str| info_wants(sections.clone(), name, false);
         let (commandstats, latencystats) = (named("commandstats"), named("latencystats"));
         if commandstats || latencystats {
             let commands = stats.commands();
@@ -533,18 +535,23 @@ impl Session {
     }
 }
 
-/// Whether `INFO` with these sections shows section `name` (none: the
-/// default ones, which are all of the proxy's).
-pub(crate) fn info_wants<'a>(mut sections: impl Iterator<Item = &'a [u8]>, name: &str) -> bool {
+/// Whether `INFO` with these sections shows section `name`: named, or
+/// `all`/`everything`, or (for a section `in_default`) no section named or
+/// `default`.
+pub(crate) fn info_wants<'a>(
+    mut sections: impl Iterator<Item = &'a [u8]>,
+    name: &str,
+    in_default: bool,
+) -> bool {
     let mut any = false;
     let hit = sections.any(|s| {
         any = true;
         s.eq_ignore_ascii_case(name.as_bytes())
             || s.eq_ignore_ascii_case(b"all")
             || s.eq_ignore_ascii_case(b"everything")
-            || s.eq_ignore_ascii_case(b"default")
+            || (in_default && s.eq_ignore_ascii_case(b"default"))
     });
-    hit || !any
+    hit || (in_default && !any)
 }
 
 /// Adds the `dbN:keys=…,expires=…,avg_ttl=…` lines of a master's `INFO

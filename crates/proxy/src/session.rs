@@ -1257,6 +1257,7 @@ impl Session {
                     && local::info_wants(
                         req.args.iter().skip(1).map(|a| a.as_ref()),
                         "keyspace",
+                        false,
                     ) =>
             {
                 const INFO_KEYSPACE: &[u8] = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
@@ -1778,8 +1779,9 @@ fn merge_into(
 }
 
 /// Writes `INFO`'s reply: `text`, then the keyspace of the `INFO keyspace`
-/// replies on the part lanes added up (a master that failed to answer is
-/// left out). Returns the reply bytes taken.
+/// replies on the part lanes added up; the first master that failed to
+/// answer answers for the whole (as for DBSIZE: no count short of a group).
+/// Returns the reply bytes taken.
 fn info_into(
     out: &mut BytesMut,
     text: &[u8],
@@ -1792,14 +1794,32 @@ fn info_into(
         .get(at as usize..(at as usize).saturating_add(n as usize))
         .unwrap_or_default();
     let mut dbs = std::collections::BTreeMap::new();
-    let mut taken = 0;
+    let mut failed = false;
     for &lane in part_lanes {
-        if let Ok(r) = take_reply(lanes, lane) {
-            taken += r.len();
-            if let Some(body) = reply_text(&r) {
-                local::add_keyspace(&mut dbs, body);
+        match peek_reply(lanes, lane) {
+            Ok(r) if reply_is_error(r) => {
+                out.extend_from_slice(r);
+                failed = true;
+                break;
+            }
+            Ok(r) => {
+                if let Some(body) = reply_text(r) {
+                    local::add_keyspace(&mut dbs, body);
+                }
+            }
+            Err(e) => {
+                write_error(out, format!("ERR {e}").as_bytes());
+                failed = true;
+                break;
             }
         }
+    }
+    let taken = part_lanes
+        .iter()
+        .map(|&lane| take_reply(lanes, lane).map_or(0, |r| r.len()))
+        .sum();
+    if failed {
+        return taken;
     }
     let mut body = Vec::with_capacity(text.len() + 64);
     body.extend_from_slice(text);

@@ -350,10 +350,10 @@ fn info_keyspace_adds_up_the_groups() {
         .collect();
     assert!(per_group.iter().all(|&n| n > 0), "{per_group:?}");
     for args in [
-        &["INFO"][..],
-        &["INFO", "keyspace"],
+        &["INFO", "keyspace"][..],
         &["INFO", "server", "KEYSPACE"],
         &["INFO", "all"],
+        &["INFO", "everything"],
     ] {
         let text = keyspace(&mut conn, args);
         let line = text.lines().nth(1).unwrap_or_default();
@@ -369,10 +369,15 @@ fn info_keyspace_adds_up_the_groups() {
         // Redis estimates it as keys expire (0 until then).
         assert!(ttl <= 1_000_000, "{line}");
     }
-    // Other sections alone stay the proxy's own.
+    // Other sections alone stay the proxy's own, and so does bare INFO (a
+    // client's handshake, as ioredis's, must not wait for every group).
     let server = conn.reply(&["INFO", "server"]).text().expect("INFO text");
     assert!(!server.contains("Keyspace"), "{server}");
     assert!(server.contains("shardis_version:"), "{server}");
+    let bare = conn.reply(&["INFO"]).text().expect("INFO text");
+    assert!(!bare.contains("Keyspace"), "{bare}");
+    assert!(bare.contains("\r\nloading:0\r\n"), "{bare}");
+    assert!(bare.contains("\r\nrole:master\r\n"), "{bare}");
     let hello = conn.reply(&["HELLO", "3"]);
     assert!(!hello.is_error(), "{hello}");
     let info = conn.reply(&["INFO", "keyspace"]);
@@ -382,6 +387,14 @@ fn info_keyspace_adds_up_the_groups() {
             .is_some_and(|t| t.contains("db0:keys=61,expires=20,")),
         "{info}"
     );
+    // A group that cannot answer: an error, as for DBSIZE, not a count
+    // short of its keys; the bare INFO still answers.
+    cluster.group_master(3).kill();
+    let info = conn.reply(&["INFO", "keyspace"]);
+    assert!(info.is_error(), "{info}");
+    conn.expect(&["PING"], b"+PONG\r\n");
+    let bare = conn.reply(&["INFO"]);
+    assert!(!bare.is_error(), "{bare}");
 }
 
 /// Commands the proxy does not route get `-ERR` naming the command, and the
