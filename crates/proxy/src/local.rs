@@ -256,6 +256,10 @@ impl Session {
                 ),
             )
         };
+        // CLIENT ID, GETNAME, INFO and HELP take nothing more.
+        if matches!(sub.as_slice(), b"ID" | b"GETNAME" | b"INFO" | b"HELP") && args.len() != 2 {
+            return wrong_args(plan);
+        }
         match sub.as_slice() {
             b"ID" => self.reply(plan, cmd, Frame::Integer(self.id as i64)),
             b"GETNAME" => {
@@ -371,6 +375,13 @@ impl Session {
                 let all = table.served().map(command_info).collect();
                 self.reply(plan, cmd, Frame::Array(all));
             }
+            b"COUNT" | b"HELP" if args.len() != 2 => plan.error(
+                cmd.index,
+                &format!(
+                    "ERR wrong number of arguments for 'command|{}' command",
+                    String::from_utf8_lossy(&sub).to_ascii_lowercase()
+                ),
+            ),
             b"COUNT" => self.reply(plan, cmd, Frame::Integer(table.served().count() as i64)),
             b"INFO" => {
                 let infos = args
