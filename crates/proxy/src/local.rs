@@ -630,22 +630,49 @@ pub(crate) fn keyspace_text(dbs: &std::collections::BTreeMap<u64, (u64, u64, u12
 /// `COMMAND INFO` format of Redis 7: name, arity, flags, first key, last
 /// key, step, ACL categories, tips, key specs, subcommands.
 fn command_info(c: &Command) -> Frame {
+    let (write, fast) = (
+        c.flags & commands::WRITE != 0,
+        c.flags & commands::FAST != 0,
+    );
     let mut flags = Vec::new();
-    if c.flags & commands::WRITE != 0 {
+    if write {
         flags.push(status("write"));
     }
     if c.flags & commands::READONLY != 0 {
         flags.push(status("readonly"));
     }
-    if c.flags & commands::FAST != 0 {
+    if fast {
         flags.push(status("fast"));
     }
     let (first, last, step) = match c.keys {
         KeySpec::Range { first, last, step } => (first as i64, last as i64, step as i64),
         KeySpec::None => (0, 0, 0),
         KeySpec::Sort | KeySpec::GeoRadius => (1, 1, 1),
-        KeySpec::NumKeys { .. } | KeySpec::Streams => (0, 0, 0),
+        KeySpec::NumKeys { .. } | KeySpec::Streams => {
+            flags.push(status("movablekeys"));
+            (0, 0, 0)
+        }
     };
+    // The categories the flags tell (not the data type's); a script is
+    // neither a read nor a write to Redis.
+    let script = c.name.starts_with("eval");
+    // Redis gives container commands' categories to their subcommands.
+    let container = matches!(c.name, "object" | "xgroup" | "xinfo");
+    let (write, read) = (
+        write && !container,
+        c.flags & commands::READONLY != 0 && !container,
+    );
+    let categories = [
+        (write && !script, "@write"),
+        (read && !script, "@read"),
+        (script, "@scripting"),
+        (fast, "@fast"),
+        (!fast, "@slow"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| status(name))
+    .collect();
     Frame::Array(vec![
         bulk(c.name),
         Frame::Integer(c.arity as i64),
@@ -653,11 +680,99 @@ fn command_info(c: &Command) -> Frame {
         Frame::Integer(first),
         Frame::Integer(last),
         Frame::Integer(step),
-        Frame::Set(Vec::new()),
+        Frame::Set(categories),
         Frame::Array(Vec::new()),
-        Frame::Array(Vec::new()),
+        Frame::Array(key_specs(c)),
         Frame::Array(Vec::new()),
     ])
+}
+
+/// Redis 7 key specs of `c`, from where the proxy finds its keys (access
+/// flags coarse: `RW update` for writes, `RO access` for reads).
+fn key_specs(c: &Command) -> Vec<Frame> {
+    let map = |pairs: Vec<(&'static str, Frame)>| {
+        Frame::Map(pairs.into_iter().map(|(k, v)| (bulk(k), v)).collect())
+    };
+    let int = |n: i64| Frame::Integer(n);
+    let flags = |write: bool| {
+        Frame::Array(if write {
+            vec![status("RW"), status("update")]
+        } else {
+            vec![status("RO"), status("access")]
+        })
+    };
+    let spec = |write: bool, begin: Frame, find: Frame| {
+        map(vec![
+            ("flags", flags(write)),
+            ("begin_search", begin),
+            ("find_keys", find),
+        ])
+    };
+    let index = |i: i64| {
+        map(vec![
+            ("type", bulk("index")),
+            ("spec", map(vec![("index", int(i))])),
+        ])
+    };
+    let range = |lastkey: i64, keystep: i64, limit: i64| {
+        map(vec![
+            ("type", bulk("range")),
+            (
+                "spec",
+                map(vec![
+                    ("lastkey", int(lastkey)),
+                    ("keystep", int(keystep)),
+                    ("limit", int(limit)),
+                ]),
+            ),
+        ])
+    };
+    let write = c.is_write();
+    match c.keys {
+        KeySpec::None => Vec::new(),
+        KeySpec::Range { first, last, step } => {
+            let lastkey = if last < 0 {
+                i64::from(last)
+            } else {
+                i64::from(last) - first as i64
+            };
+            vec![spec(
+                write,
+                index(first as i64),
+                range(lastkey, step as i64, 0),
+            )]
+        }
+        KeySpec::Sort | KeySpec::GeoRadius => vec![spec(write, index(1), range(0, 1, 0))],
+        KeySpec::NumKeys { at, dest } => {
+            let keynum = map(vec![
+                ("type", bulk("keynum")),
+                (
+                    "spec",
+                    map(vec![
+                        ("keynumidx", int(0)),
+                        ("firstkey", int(1)),
+                        ("keystep", int(1)),
+                    ]),
+                ),
+            ]);
+            let mut specs = Vec::new();
+            if dest {
+                specs.push(spec(true, index(1), range(0, 1, 0)));
+            }
+            specs.push(spec(write && !dest, index(at as i64), keynum));
+            specs
+        }
+        KeySpec::Streams => {
+            let keyword = map(vec![
+                ("type", bulk("keyword")),
+                (
+                    "spec",
+                    map(vec![("keyword", bulk("STREAMS")), ("startfrom", int(1))]),
+                ),
+            ]);
+            vec![spec(write, keyword, range(-1, 1, 2))]
+        }
+    }
 }
 
 /// Compares secrets without an early exit that would time-leak the prefix.

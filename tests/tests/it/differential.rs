@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
-use shardis_tests::{describe_command, escape_short, Cluster, Norm, RedisServer, Twin};
+use shardis_tests::{describe_command, escape, escape_short, Cluster, Norm, RedisServer, Twin};
 
 const DEFAULT_SEED: u64 = 0x5ba7_d15f;
 const DEFAULT_COMMANDS: usize = 3000;
@@ -742,5 +742,120 @@ fn errors_match_redis() {
             if resp3 { "RESP3" } else { "RESP2" },
             differences.join("\n")
         );
+    }
+}
+
+/// `COMMAND INFO` locates keys as Redis does: the key specs' `begin_search`
+/// and `find_keys` are Redis's own for commands whose keys the proxy finds
+/// the same way, and the categories it reports are among Redis's.
+#[test]
+fn command_info_key_specs_match_redis() {
+    let cluster = Cluster::builder().groups(1).build();
+    let plain = RedisServer::start();
+    let names = [
+        "get",
+        "set",
+        "mget",
+        "mset",
+        "del",
+        "exists",
+        "hset",
+        "lpush",
+        "incr",
+        "zunionstore",
+        "zinterstore",
+        "zunion",
+        "zintercard",
+        "lmpop",
+        "zmpop",
+        "sintercard",
+        "eval",
+        "evalsha",
+        "xread",
+        "ping",
+    ];
+    let mut proxy = cluster.proxy(0).conn();
+    let mut direct = plain.conn();
+    for conn in [&mut proxy, &mut direct] {
+        let hello = conn.reply(&["HELLO", "3"]);
+        assert!(!hello.is_error(), "{hello}");
+    }
+    // (begin_search, find_keys) of each spec; the categories.
+    let specs = |conn: &mut shardis_tests::RespConn, name: &str| {
+        let info = conn.reply(&["COMMAND", "INFO", name]);
+        let entry = info
+            .items()
+            .and_then(|i| i.first())
+            .and_then(|e| e.items())
+            .unwrap_or_else(|| panic!("COMMAND INFO {name}: {info}"))
+            .to_vec();
+        let field = |spec: &shardis_tests::Reply, key: &str| match spec {
+            shardis_tests::Reply::Map(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.text().as_deref() == Some(key))
+                .map(|(_, v)| v.encode())
+                .unwrap_or_default(),
+            other => panic!("a key spec of {name} is no map: {other}"),
+        };
+        let found: Vec<(Vec<u8>, Vec<u8>)> = entry
+            .get(8)
+            .and_then(|s| s.items())
+            .unwrap_or_default()
+            .iter()
+            .map(|spec| (field(spec, "begin_search"), field(spec, "find_keys")))
+            .collect();
+        let categories: Vec<String> = entry
+            .get(6)
+            .and_then(|c| c.items())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c.text())
+            .collect();
+        (found, categories)
+    };
+    // Every command's categories are among Redis's.
+    let listed = proxy.reply(&["COMMAND", "LIST"]);
+    let all: Vec<String> = listed
+        .items()
+        .unwrap_or_else(|| panic!("COMMAND LIST: {listed}"))
+        .iter()
+        .filter_map(|n| n.text())
+        .collect();
+    assert!(all.len() > 100, "{listed}");
+    let mut wrong = Vec::new();
+    for name in &all {
+        let (_, ours) = specs(&mut proxy, name);
+        let (_, redis) = specs(&mut direct, name);
+        if let Some(c) = ours.iter().find(|c| !redis.contains(c)) {
+            wrong.push(format!("{name}: {c} not in {redis:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "categories not Redis's:\n{}",
+        wrong.join("\n")
+    );
+    for name in names {
+        let (ours, our_categories) = specs(&mut proxy, name);
+        let (redis, redis_categories) = specs(&mut direct, name);
+        assert_eq!(
+            ours,
+            redis,
+            "key specs of {name}:\nproxy {:?}\nredis {:?}",
+            ours.iter()
+                .map(|(b, f)| (escape(b), escape(f)))
+                .collect::<Vec<_>>(),
+            redis
+                .iter()
+                .map(|(b, f)| (escape(b), escape(f)))
+                .collect::<Vec<_>>(),
+        );
+        assert!(!our_categories.is_empty(), "{name}: no category");
+        for c in &our_categories {
+            assert!(
+                redis_categories.contains(c),
+                "{name}: {c} is not one of Redis's {redis_categories:?}"
+            );
+        }
     }
 }
