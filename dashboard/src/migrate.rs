@@ -401,23 +401,7 @@ async fn preflight(
             req.slots
         )));
     }
-    let wanted: BTreeSet<usize> = moving.iter().copied().collect();
-    for other in others.iter().filter(|m| !m.state.is_terminal()) {
-        let overlap: Vec<usize> = other
-            .slots
-            .iter()
-            .copied()
-            .filter(|s| wanted.contains(s))
-            .collect();
-        if !overlap.is_empty() {
-            return Err(AppError::Conflict(format!(
-                "slots {} are part of migration {} ({}); stop it or wait until it ends",
-                format_ranges(overlap),
-                other.id,
-                other.state
-            )));
-        }
-    }
+    refuse_overlap(&moving, others)?;
 
     let mut checks = Vec::new();
     // Both ends have a reachable master; estimate the bytes that move.
@@ -523,6 +507,28 @@ async fn preflight(
     Ok((moving, checks))
 }
 
+/// Refuses slots that a migration not ended yet is moving already.
+fn refuse_overlap(moving: &[usize], others: &[Migration]) -> Result<(), AppError> {
+    let wanted: BTreeSet<usize> = moving.iter().copied().collect();
+    for other in others.iter().filter(|m| !m.state.is_terminal()) {
+        let overlap: Vec<usize> = other
+            .slots
+            .iter()
+            .copied()
+            .filter(|s| wanted.contains(s))
+            .collect();
+        if !overlap.is_empty() {
+            return Err(AppError::Conflict(format!(
+                "slots {} are part of migration {} ({}); stop it or wait until it ends",
+                format_ranges(overlap),
+                other.id,
+                other.state
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub async fn create(state: &AppState, req: CreateMigration) -> Result<MigrationView, AppError> {
     state.leadership.require_leader()?;
     let wave_size = req.wave_size.unwrap_or(DEFAULT_WAVE_SIZE);
@@ -536,13 +542,11 @@ pub async fn create(state: &AppState, req: CreateMigration) -> Result<MigrationV
     let lease = state.leadership.require_leader()?;
     let m = {
         let _serial = state.migrations.records.lock().await;
-        let id = load_all(state)
-            .await?
-            .iter()
-            .map(|m| m.id)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        // Again under the lock: two requests for the same slots may have
+        // passed the checks above at the same time.
+        let now = load_all(state).await?;
+        refuse_overlap(&moving, &now)?;
+        let id = now.iter().map(|m| m.id).max().unwrap_or(0) + 1;
         let m = Migration {
             id,
             state: MigrationState::Pending,

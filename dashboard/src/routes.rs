@@ -398,7 +398,10 @@ async fn delete_group(
 
 /// Adds a server. The group's first server becomes its master and must hold
 /// no keys (unless `force`); every further one is made a replica of the
-/// master with `REPLICAOF`, which DISCARDS the data it held.
+/// master with `REPLICAOF`, which DISCARDS the data it held: one that holds
+/// keys or has replicas of its own is refused unless `force`. A Redis
+/// server already listed under another name (`localhost:7003` for
+/// `127.0.0.1:7003`: the same `run_id`) is always refused.
 async fn add_server(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -424,6 +427,7 @@ async fn add_server(
         .await
         .map_err(|e| e.context(format_args!("cannot add server {addr} to group {id}")))?;
     let keys = s.servers.dbsize(&addr).await?;
+    refuse_known_under_another_name(&s, &current, &addr).await?;
     let mut warnings = Vec::new();
     let (message, replication) = match master {
         None => {
@@ -456,8 +460,27 @@ async fn add_server(
             )
         }
         Some(master) => {
+            // Already a replica of this master: its keys are the master's.
+            let copies = !info.is_master() && info.master.as_deref() == Some(master.as_str());
+            if !body.force && !copies {
+                if keys > 0 {
+                    return Err(AppError::Conflict(format!(
+                        "server {addr} holds {keys} keys: as a replica of {master} it would \
+                         discard them (REPLICAOF); empty it, or pass \"force\": true to discard \
+                         them"
+                    )));
+                }
+                if info.is_master() && info.connected_replicas > 0 {
+                    return Err(AppError::Conflict(format!(
+                        "server {addr} is a master with {} replicas: as a replica of {master} \
+                         it would make them copy {master}'s data; pass \"force\": true if that \
+                         is meant",
+                        info.connected_replicas
+                    )));
+                }
+            }
             s.servers.make_replica(&addr, &master).await?;
-            if keys > 0 {
+            if keys > 0 && !copies {
                 warnings.push(format!(
                     "the {keys} keys {addr} held were discarded: it now holds a copy of {master}"
                 ));
@@ -495,6 +518,31 @@ async fn add_server(
             replication: Some(replication),
         }),
     ))
+}
+
+/// Refuses `addr` when it is a Redis server of the topology under another
+/// name (the same `run_id`). Servers that do not answer are not compared.
+async fn refuse_known_under_another_name(
+    s: &Shared,
+    t: &shardis_topology::Topology,
+    addr: &str,
+) -> Result<(), AppError> {
+    let run_id = s.servers.run_id(addr).await?;
+    let known: Vec<(GroupId, &String)> = t
+        .groups
+        .values()
+        .flat_map(|g| g.servers.iter().map(move |a| (g.id, a)))
+        .collect();
+    let ids = futures::future::join_all(known.iter().map(|(_, a)| s.servers.run_id(a))).await;
+    for ((group, known), id) in known.iter().zip(ids) {
+        if id.is_ok_and(|id| id == run_id) {
+            return Err(AppError::Conflict(format!(
+                "server {addr} is the Redis server listed as {known} in group {group} (the same \
+                 run_id): one server cannot be listed twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Removes a server. A replica is detached (`REPLICAOF NO ONE`, its data

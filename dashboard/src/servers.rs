@@ -111,6 +111,18 @@ impl Servers {
         }
     }
 
+    /// The server's `run_id` (`INFO server`): the same for every address
+    /// it answers on, so two names of one Redis process are told apart.
+    pub async fn run_id(&self, addr: &str) -> Result<String, AppError> {
+        let text = self.info(addr, "server").await?;
+        text.lines()
+            .find_map(|l| l.trim_end().strip_prefix("run_id:"))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                AppError::Server(format!("Redis server {addr}: no run_id in INFO server"))
+            })
+    }
+
     /// A section of `INFO` as text.
     pub async fn info(&self, addr: &str, section: &str) -> Result<String, AppError> {
         self.run(addr, redis::cmd("INFO").arg(section)).await

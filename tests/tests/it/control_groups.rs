@@ -34,7 +34,8 @@ fn servers_added_through_the_api_replicate() {
     assert!(g.servers.iter().all(|s| s.error.is_none()), "{g:?}");
 }
 
-/// Adding servers: refusals change nothing; a replica's data is discarded.
+/// Adding servers: refusals change nothing; the same server is never listed
+/// twice; a replica's data is discarded only with force.
 #[test]
 fn adding_servers_checks_them_first() {
     let s = setup(&[1], 0, |b| b);
@@ -64,9 +65,30 @@ fn adding_servers_checks_them_first() {
     // loses its own.
     let r = c.add_server(2, &full.addr(), true).unwrap();
     assert!(r.warnings[0].contains("kept the 1 keys"), "{r:?}");
+    // The same Redis server under another name: refused, even with force.
+    assert_api_error(
+        c.add_server(2, &format!("localhost:{}", full.port()), true),
+        409,
+        "one server cannot be listed twice",
+    );
+    assert_api_error(
+        c.add_server(
+            2,
+            &format!("localhost:{}", taken.rsplit(':').next().unwrap()),
+            true,
+        ),
+        409,
+        "in group 1",
+    );
+    // A would-be replica that holds keys: refused unless forced.
     let replica = RedisServer::start();
     replica.conn().expect(&["SET", "mine", "gone"], b"+OK\r\n");
-    let r = c.add_server(2, &replica.addr(), false).unwrap();
+    assert_api_error(
+        c.add_server(2, &replica.addr(), false),
+        409,
+        "it would discard them",
+    );
+    let r = c.add_server(2, &replica.addr(), true).unwrap();
     assert!(r.message.contains("replica of"), "{r:?}");
     assert!(r.warnings.iter().any(|w| w.contains("discarded")), "{r:?}");
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -1526,3 +1526,48 @@ fn a_promotion_is_refused_while_a_migration_moves_the_group() {
     c.promote(1, &replica).unwrap();
     check_fill(&s.proxies[0].addr(), 5_000);
 }
+
+/// Requests that start migrations of overlapping slots at the same time:
+/// at most one of them is taken, the others are refused.
+#[test]
+fn overlapping_migrations_asked_for_at_once_are_refused_but_one() {
+    let s = setup(&[1, 1, 1], 0, |d| d);
+    let c = s.client();
+    // Keys in the overlap, moved at 1 key/s: whatever starts stays running.
+    let source: &RedisServer = &s.servers(1)[0];
+    for slot in 150..200 {
+        let key = shardis_tests::key_in_slot("slow", slot);
+        source.cmd(&["SET", key.as_str(), "x"]);
+    }
+    let slow = |slots: &str, to: GroupId| CreateMigration {
+        keys_per_sec: Some(1),
+        ..plain(slots, to)
+    };
+    let results: Vec<Result<MigrationView, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let c = &c;
+                let req = if i % 2 == 0 {
+                    slow("100-199", 2)
+                } else {
+                    slow("150-249", 3)
+                };
+                scope.spawn(move || c.create_migration(&req).map_err(|e| e.to_string()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("request thread"))
+            .collect()
+    });
+    let taken: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|m| format!("{} to {}", m.slots, m.to_group))
+        .collect();
+    assert_eq!(taken.len(), 1, "taken at once: {taken:?}");
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(e.contains("are part of migration"), "{e}");
+    }
+    assert_eq!(c.migrations().unwrap().len(), 1);
+}
