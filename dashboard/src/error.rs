@@ -16,6 +16,9 @@ pub enum AppError {
     /// A mutating call without the admin token, or with a wrong one: 401.
     #[error("{0}")]
     Unauthorized(String),
+    /// A change sent by a web page of another site: 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// An unknown group, server or route: 404.
     #[error("{0}")]
     NotFound(String),
@@ -55,6 +58,7 @@ impl AppError {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Standby { .. } | AppError::StoreUnavailable(_) => {
@@ -72,6 +76,7 @@ impl AppError {
         match self {
             AppError::BadRequest(t) => AppError::BadRequest(with(t)),
             AppError::Unauthorized(t) => AppError::Unauthorized(with(t)),
+            AppError::Forbidden(t) => AppError::Forbidden(with(t)),
             AppError::NotFound(t) => AppError::NotFound(with(t)),
             AppError::Conflict(t) => AppError::Conflict(with(t)),
             AppError::Standby { message, leader } => AppError::Standby {

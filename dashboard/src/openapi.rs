@@ -285,10 +285,12 @@ fn control_plane() -> Value {
                 "post": change("add a server to a group",
                     "The group's first server becomes its master and must hold no keys (DBSIZE 0) unless \
                      \"force\": true. Every further server is made a replica of the master with REPLICAOF, \
-                     which DISCARDS ALL DATA the server held; the answer shows its replication state. \
+                     which DISCARDS ALL DATA the server held: one that holds keys or has replicas of \
+                     its own needs \"force\": true. A server already listed under another name (the \
+                     same run_id) is refused. The answer shows its replication state. \
                      The dashboard's backend credentials are set as the replica's masteruser/masterauth.",
                     Some("AddServer"), ok("201", "added", "Change"),
-                    &[bad, not_found, ("409", "the server is in a group already, or a would-be master holds keys"), stale, server],
+                    &[bad, not_found, ("409", "the server is in a group already (under any name), or it holds keys (or a replica of its own) without force"), stale, server],
                     json!([group_id()]))
             },
             "/api/v1/groups/{id}/servers/{addr}": {

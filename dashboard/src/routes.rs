@@ -119,6 +119,9 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
+    if let Err(e) = check_same_site(request.headers()) {
+        return e.into_response();
+    }
     if let Some(token) = &state.config.admin_token {
         if let Err(e) = check_token(request.headers(), token) {
             return e.into_response();
@@ -128,6 +131,30 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
         return e.into_response();
     }
     next.run(request).await
+}
+
+/// A change must not come from a web page of another site: a browser sends
+/// such a page's `POST` with a plain-text body without asking first, and
+/// the body is JSON all the same. The browser says where the page is from
+/// (`Origin`, `Sec-Fetch-Site`); the CLI and curl send neither.
+fn check_same_site(headers: &HeaderMap) -> Result<(), AppError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross = match (text("sec-fetch-site"), text("origin")) {
+        (Some("cross-site"), _) => true,
+        (_, Some(origin)) => {
+            let from = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            text("host").is_none_or(|host| !from.eq_ignore_ascii_case(host))
+        }
+        _ => false,
+    };
+    if cross {
+        return Err(AppError::Forbidden(
+            "a change sent by a web page of another site is refused (Origin does not match \
+             Host)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_token(headers: &HeaderMap, token: &str) -> Result<(), AppError> {
@@ -672,7 +699,16 @@ struct RebalanceQuery {
 async fn rebalance(
     State(s): State<Shared>,
     ApiQuery(q): ApiQuery<RebalanceQuery>,
+    body: axum::body::Bytes,
 ) -> Result<Json<RebalanceResponse>, AppError> {
+    // `{"dry_run": true}` in a body must not start a real rebalance.
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        return Err(AppError::BadRequest(
+            "rebalance takes its options in the query string (?dry_run=true&groups=1,2), not in \
+             a body"
+                .into(),
+        ));
+    }
     let dry_run = match q.dry_run.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,

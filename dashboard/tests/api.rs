@@ -791,3 +791,69 @@ async fn the_openapi_document_describes_every_route_and_only_those() {
         );
     }
 }
+
+/// A web page of another site cannot change the cluster (a browser sends
+/// its `POST` without asking first); the dashboard's own page, the CLI and
+/// curl can. A rebalance never takes its options from a body.
+#[tokio::test]
+async fn changes_from_another_site_and_rebalance_bodies_are_refused() {
+    let store = seeded_store().await;
+    let d = leader(&store).await;
+    let r = &d.router;
+    let before = stored(&store);
+    let body = json!({"id": 66}).to_string();
+    for headers in [
+        &[
+            ("origin", "http://evil.example"),
+            ("host", "127.0.0.1:18080"),
+        ][..],
+        &[("origin", "null"), ("host", "127.0.0.1:18080")],
+        &[("sec-fetch-site", "cross-site")],
+    ] {
+        assert_error(
+            &call(r, "POST", "/api/v1/groups", Some(&body), headers).await,
+            StatusCode::FORBIDDEN,
+            "another site",
+        );
+    }
+    assert_eq!(stored(&store), before, "refused changes change nothing");
+    // Reads stay open to anyone.
+    let (status, _) = call(
+        r,
+        "GET",
+        "/api/v1/groups",
+        None,
+        &[("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_error(
+        &call(
+            r,
+            "POST",
+            "/api/v1/rebalance",
+            Some(r#"{"dry_run": true}"#),
+            &[],
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "query string",
+    );
+    assert_eq!(stored(&store), before);
+    // The dashboard's own page (same origin), and a caller without Origin.
+    let (status, _) = call(
+        r,
+        "POST",
+        "/api/v1/groups",
+        Some(&body),
+        &[
+            ("origin", "http://127.0.0.1:18080"),
+            ("host", "127.0.0.1:18080"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = post(&d, "/api/v1/groups", json!({"id": 67})).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
