@@ -15,9 +15,26 @@ use shardis_topology::stats::{
     BackendStat, CommandStat, MemoryBudget, PromText, ProxyStats, Sessions, Slowlog,
     PROM_CONTENT_TYPE,
 };
-use tokio::net::TcpListener;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{sleep, Instant, Sleep};
 
 use crate::Shared;
+
+/// Admin connections open at once; one more is closed as soon as it is
+/// accepted, so that HTTP clients cannot take the file descriptors the
+/// proxy's Redis clients need.
+const MAX_CONNS: usize = 256;
+/// An admin connection with nothing read or written for this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
 
 pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -30,8 +47,108 @@ pub fn app(shared: Arc<Shared>) -> Router {
 }
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let listener = Limited {
+        listener,
+        permits: Arc::new(Semaphore::new(MAX_CONNS)),
+    };
     if let Err(e) = axum::serve(listener, app(shared)).await {
         tracing::error!(error = %e, "admin server stopped");
+    }
+}
+
+/// The admin listener: at most [`MAX_CONNS`] connections, each closed
+/// after [`IDLE`] without traffic.
+struct Limited {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (LimitedStream, SocketAddr) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => match self.permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let idle = Box::pin(sleep(IDLE));
+                        return (
+                            LimitedStream {
+                                stream,
+                                idle,
+                                _permit: permit,
+                            },
+                            addr,
+                        );
+                    }
+                    // Over the limit: closed at once.
+                    Err(_) => drop(stream),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+struct LimitedStream {
+    stream: TcpStream,
+    idle: Pin<Box<Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl LimitedStream {
+    /// Progress restarts the idle clock; no progress past it is an error.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.idle.as_mut().reset(Instant::now() + IDLE);
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.idle.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
+                io::Error::new(io::ErrorKind::TimedOut, "idle admin connection"),
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.watch(cx, poll)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch(cx, poll)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

@@ -395,3 +395,48 @@ fn big_and_deep_replies_pass_through() {
     );
     witness.still_works("a reply nested 40 deep");
 }
+
+/// HTTP clients that open admin connections and send nothing cannot take
+/// the proxy's file descriptors: past 256 at once, new ones are closed as
+/// soon as they are accepted, and Redis clients are served all along.
+#[test]
+fn idle_admin_connections_are_capped() {
+    use std::io::Read;
+    let cluster = Cluster::builder().groups(1).build();
+    let proxy = cluster.proxy(0);
+    let admin = proxy.admin_addr();
+    let held: Vec<std::net::TcpStream> = (0..400)
+        .map(|_| std::net::TcpStream::connect(&admin).expect("connect to the admin port"))
+        .collect();
+    // The ones over the limit are closed by the proxy: EOF at once.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut closed = 0;
+    for mut s in held.iter() {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut b = [0u8; 1];
+        if matches!(s.read(&mut b), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 400 - 256,
+        "only {closed} of 400 idle admin connections were closed"
+    );
+    let mut conn = proxy.conn();
+    conn.expect(&["PING"], b"+PONG\r\n");
+    drop(held);
+    // Once they are gone, the admin port answers again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match proxy.admin_get("/healthz") {
+            Ok((200, _)) => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "/healthz after the flood: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
