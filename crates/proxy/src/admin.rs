@@ -315,7 +315,7 @@ pub fn metrics_text(s: &Shared) -> String {
         u8::from(p.stats_enabled),
     );
     out.single(
-        "shardis_sessions",
+        "shardis_sessions_open",
         "gauge",
         "Client connections open now.",
         p.sessions.current,

@@ -171,7 +171,7 @@ fn counters_and_histograms_follow_a_known_load() {
         "shardis_slot_ops_total",
         "shardis_backend_requests_total",
         "shardis_backend_duration_seconds",
-        "shardis_sessions",
+        "shardis_sessions_open",
         "shardis_ops_total",
     ]);
     assert_eq!(
@@ -188,7 +188,7 @@ fn counters_and_histograms_follow_a_known_load() {
     );
     assert_eq!(m.value("shardis_ops_total", &[]), Some(318.0));
     assert_eq!(m.value("shardis_errors_total", &[]), Some(8.0));
-    assert_eq!(m.value("shardis_sessions", &[]), Some(1.0));
+    assert_eq!(m.value("shardis_sessions_open", &[]), Some(1.0));
     let h = m
         .histogram("shardis_command_duration_seconds", &[("cmd", "set")])
         .expect("SET histogram");
