@@ -90,9 +90,14 @@ impl Servers {
                 AppError::Server(format!("Redis server {addr} is unreachable: {e}")),
             ),
             // It answered, but refused the login (wrong or missing credentials).
+            Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+                Err(AppError::Server(format!(
+                    "Redis server {addr} refused the dashboard's login (check backend_user / \
+                     backend_password): {e}"
+                )))
+            }
             Ok(Err(e)) => Err(AppError::Server(format!(
-                "Redis server {addr} refused the dashboard's connection (check backend_user / \
-                 backend_password): {e}"
+                "{addr} did not answer as a Redis server does (is it one?): {e}"
             ))),
             Err(_) => Err(AppError::Server(format!(
                 "Redis server {addr} is unreachable: no answer within {:?}",

@@ -47,9 +47,15 @@ fn adding_servers_checks_them_first() {
     let full = RedisServer::start();
     full.conn().expect(&["SET", "old", "data"], b"+OK\r\n");
     assert_api_error(c.add_server(2, &full.addr(), false), 409, "holds 1 keys");
-    // Nobody listens there.
+    // Nobody listens there; something that is not Redis listens there.
     let dead = format!("127.0.0.1:{}", shardis_tests::free_port());
     assert_api_error(c.add_server(2, &dead, false), 502, &dead);
+    let not_redis = s.dash.addr();
+    assert_api_error(
+        c.add_server(2, &not_redis, false),
+        502,
+        "did not answer as a Redis server does",
+    );
     // In another group already; unknown group; not an address.
     let taken = s.servers(1)[0].addr();
     assert_api_error(
