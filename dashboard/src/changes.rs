@@ -13,6 +13,13 @@ use crate::error::AppError;
 
 /// Checks `host:port` (a name or an IP; IPv6 in brackets).
 pub fn check_addr(addr: &str) -> Result<(), AppError> {
+    // A host name has at most 253 bytes; nothing longer is echoed back.
+    if addr.len() > 300 {
+        return Err(AppError::BadRequest(format!(
+            "server address of {} bytes: too long for host:port",
+            addr.len()
+        )));
+    }
     let bad = |why: &str| {
         Err(AppError::BadRequest(format!(
             "server address {addr:?} {why}; expected host:port, e.g. 127.0.0.1:7001"

@@ -231,7 +231,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(ApiPath(v)),
             Err(rejection) => Err(AppError::BadRequest(format!(
-                "bad path: {} (group ids are numbers 1 or more)",
+                "bad path: {} (ids are numbers 1 or more)",
                 rejection.body_text()
             ))),
         }

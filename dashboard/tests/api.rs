@@ -857,3 +857,20 @@ async fn changes_from_another_site_and_rebalance_bodies_are_refused() {
     let (status, _) = post(&d, "/api/v1/groups", json!({"id": 67})).await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+/// An absurdly long address is refused without being echoed back.
+#[tokio::test]
+async fn a_huge_address_is_refused_without_its_echo() {
+    let store = seeded_store().await;
+    let d = leader(&store).await;
+    let addr = format!("{}:7001", "h".repeat(1 << 20));
+    let got = post(&d, "/api/v1/groups/1/servers", json!({ "addr": addr })).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "too long for host:port");
+    assert!(
+        got.1.to_string().len() < 1000,
+        "{}",
+        got.1.to_string().len()
+    );
+    let got = call(&d.router, "POST", "/api/v1/migrations/abc/pause", None, &[]).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "ids are numbers");
+}
