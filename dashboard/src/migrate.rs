@@ -38,6 +38,7 @@ use crate::barrier::{self, BarrierError};
 use crate::error::AppError;
 use crate::mover::{self, Control, Outcome, Progress};
 use crate::rebalance;
+use crate::servers::info_fields;
 use crate::state::AppState;
 
 /// Slots per wave unless the operator says otherwise.
@@ -278,14 +279,6 @@ async fn get_after(state: &AppState, m: &Migration) -> Result<MigrationView, App
 // ---------------------------------------------------------------------------
 // Creating: checks before anything moves
 // ---------------------------------------------------------------------------
-
-/// Parses `INFO` text into `field → value`.
-fn info_fields(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))

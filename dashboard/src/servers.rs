@@ -120,12 +120,9 @@ impl Servers {
     /// it answers on, so two names of one Redis process are told apart.
     pub async fn run_id(&self, addr: &str) -> Result<String, AppError> {
         let text = self.info(addr, "server").await?;
-        text.lines()
-            .find_map(|l| l.trim_end().strip_prefix("run_id:"))
-            .map(str::to_string)
-            .ok_or_else(|| {
-                AppError::Server(format!("Redis server {addr}: no run_id in INFO server"))
-            })
+        info_fields(&text).remove("run_id").ok_or_else(|| {
+            AppError::Server(format!("Redis server {addr}: no run_id in INFO server"))
+        })
     }
 
     /// A section of `INFO` as text.
@@ -374,6 +371,14 @@ fn parse_replica_line(value: &str) -> ReplicaLink {
     }
     link.addr = format!("{ip}:{port}");
     link
+}
+
+/// Parses `INFO` text into `field → value`.
+pub fn info_fields(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -85,16 +85,9 @@ impl Session {
                 let mut text = self.info_text(sections());
                 if info_wants(sections(), "keyspace", false) {
                     // No group has a master: no key anywhere to count.
-                    text.push_str("# Keyspace\r\n");
+                    text.push_str(&keyspace_text(&Keyspace::new()));
                 }
-                let frame = match self.proto {
-                    Protocol::Resp3 => Frame::Verbatim {
-                        format: Bytes::from_static(b"txt"),
-                        text: text.into(),
-                    },
-                    Protocol::Resp2 => bulk(text),
-                };
-                self.reply(plan, cmd, frame);
+                self.reply(plan, cmd, text_frame(self.proto, text));
             }
             Local::Time => {
                 let now = std::time::SystemTime::now()
@@ -311,14 +304,7 @@ impl Session {
             }
             b"INFO" => {
                 let line = self.client_line();
-                let frame = match self.proto {
-                    Protocol::Resp3 => Frame::Verbatim {
-                        format: Bytes::from_static(b"txt"),
-                        text: line.into(),
-                    },
-                    Protocol::Resp2 => bulk(line),
-                };
-                self.reply(plan, cmd, frame);
+                self.reply(plan, cmd, text_frame(self.proto, line));
             }
             b"HELP" => self.reply(
                 plan,
@@ -565,12 +551,24 @@ pub(crate) fn info_wants<'a>(
     hit || (in_default && !any)
 }
 
+/// A text reply as Redis gives one (`INFO`, `CLIENT INFO`): a verbatim
+/// string in RESP3, a bulk string in RESP2.
+pub(crate) fn text_frame(proto: Protocol, text: impl Into<Bytes>) -> Frame {
+    match proto {
+        Protocol::Resp3 => Frame::Verbatim {
+            format: Bytes::from_static(b"txt"),
+            text: text.into(),
+        },
+        Protocol::Resp2 => Frame::Bulk(text.into()),
+    }
+}
+
+/// Keyspaces added up: db → keys, expires, avg_ttl × expires.
+pub(crate) type Keyspace = std::collections::BTreeMap<u64, (u64, u64, u128)>;
+
 /// Adds the `dbN:keys=…,expires=…,avg_ttl=…` lines of a master's `INFO
-/// keyspace` to `dbs` (db → keys, expires, avg_ttl × expires).
-pub(crate) fn add_keyspace(
-    dbs: &mut std::collections::BTreeMap<u64, (u64, u64, u128)>,
-    text: &[u8],
-) {
+/// keyspace` to `dbs`.
+pub(crate) fn add_keyspace(dbs: &mut Keyspace, text: &[u8]) {
     for line in text.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(rest) = line.strip_prefix(b"db") else {
@@ -613,7 +611,7 @@ pub(crate) fn add_keyspace(
 
 /// The `# Keyspace` section of the added-up `dbs` (see [`add_keyspace`]),
 /// as Redis writes it: databases with keys only.
-pub(crate) fn keyspace_text(dbs: &std::collections::BTreeMap<u64, (u64, u64, u128)>) -> String {
+pub(crate) fn keyspace_text(dbs: &Keyspace) -> String {
     let mut out = String::from("# Keyspace\r\n");
     for (db, &(keys, expires, ttl_sum)) in dbs {
         if keys > 0 {
@@ -630,15 +628,14 @@ pub(crate) fn keyspace_text(dbs: &std::collections::BTreeMap<u64, (u64, u64, u12
 /// `COMMAND INFO` format of Redis 7: name, arity, flags, first key, last
 /// key, step, ACL categories, tips, key specs, subcommands.
 fn command_info(c: &Command) -> Frame {
-    let (write, fast) = (
-        c.flags & commands::WRITE != 0,
-        c.flags & commands::FAST != 0,
-    );
+    let write = c.flags & commands::WRITE != 0;
+    let read = c.flags & commands::READONLY != 0;
+    let fast = c.flags & commands::FAST != 0;
     let mut flags = Vec::new();
     if write {
         flags.push(status("write"));
     }
-    if c.flags & commands::READONLY != 0 {
+    if read {
         flags.push(status("readonly"));
     }
     if fast {
@@ -653,18 +650,14 @@ fn command_info(c: &Command) -> Frame {
             (0, 0, 0)
         }
     };
-    // The categories the flags tell (not the data type's); a script is
-    // neither a read nor a write to Redis.
+    // The categories the flags tell (not the data type's). A script is
+    // neither a read nor a write to Redis, and container commands leave
+    // theirs to their subcommands.
     let script = c.name.starts_with("eval");
-    // Redis gives container commands' categories to their subcommands.
-    let container = matches!(c.name, "object" | "xgroup" | "xinfo");
-    let (write, read) = (
-        write && !container,
-        c.flags & commands::READONLY != 0 && !container,
-    );
+    let access = !script && !matches!(c.name, "object" | "xgroup" | "xinfo");
     let categories = [
-        (write && !script, "@write"),
-        (read && !script, "@read"),
+        (write && access, "@write"),
+        (read && access, "@read"),
         (script, "@scripting"),
         (fast, "@fast"),
         (!fast, "@slow"),

@@ -88,7 +88,7 @@ pub(crate) enum EntryKind {
     /// of every master (the `parts` of its `Pending`), added up.
     Info {
         text: Bytes,
-        resp3: bool,
+        proto: Protocol,
         parts: (u32, u32),
     },
 }
@@ -244,31 +244,32 @@ impl Plan {
     /// Adds a merged entry whose parts are the replies on `lanes` (and, for
     /// MGET, whose keys' parts are `order`).
     fn merge(&mut self, cmd: usize, merge: Merge, lanes: &[u16], order: &[u16]) {
-        let at = self.parts.len() as u32;
-        self.parts.extend_from_slice(lanes);
-        self.parts.extend_from_slice(order);
+        let parts = self.add_parts(lanes);
+        let order = self.add_parts(order);
         self.entries.push(Entry {
             cmd,
             kind: EntryKind::Merge(MergeRef {
                 merge,
-                parts: (at, lanes.len() as u32),
-                order: (at + lanes.len() as u32, order.len() as u32),
+                parts,
+                order,
             }),
         });
     }
 
     /// `INFO` with its keyspace added up from the replies on `lanes`.
-    fn info(&mut self, cmd: usize, text: Bytes, resp3: bool, lanes: &[u16]) {
-        let at = self.parts.len() as u32;
-        self.parts.extend_from_slice(lanes);
+    fn info(&mut self, cmd: usize, text: Bytes, proto: Protocol, lanes: &[u16]) {
+        let parts = self.add_parts(lanes);
         self.entries.push(Entry {
             cmd,
-            kind: EntryKind::Info {
-                text,
-                resp3,
-                parts: (at, lanes.len() as u32),
-            },
+            kind: EntryKind::Info { text, proto, parts },
         });
+    }
+
+    /// Appends `lanes` to the parts list; where they are in it.
+    fn add_parts(&mut self, lanes: &[u16]) -> (u32, u32) {
+        let at = self.parts.len() as u32;
+        self.parts.extend_from_slice(lanes);
+        (at, lanes.len() as u32)
     }
 
     pub(crate) fn local(&mut self, cmd: usize, reply: Bytes) {
@@ -1262,19 +1263,8 @@ impl Session {
             {
                 const INFO_KEYSPACE: &[u8] = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
                 let text = self.info_text(req.args.iter().skip(1).map(|a| a.as_ref()));
-                let lanes: Vec<u16> = table
-                    .masters
-                    .iter()
-                    .map(|(_, server)| {
-                        plan.forward(server, self.proto, self.id, &mut self.lanes, INFO_KEYSPACE)
-                    })
-                    .collect();
-                plan.info(
-                    cmd.index,
-                    text.into(),
-                    self.proto == Protocol::Resp3,
-                    &lanes,
-                );
+                let lanes = self.forward_to_masters(table, plan, INFO_KEYSPACE);
+                plan.info(cmd.index, text.into(), self.proto, &lanes);
                 Step::Done
             }
             Route::Local(local) => {
@@ -1317,21 +1307,21 @@ impl Session {
             Route::Slot => self.route_slot(cmd, req, table, plan),
             Route::Fanout { merge, step } => self.route_fanout(cmd, merge, step, req, table, plan),
             Route::AllMasters(merge) => {
-                // Rare (DBSIZE): a list per request is fine.
-                let mut lanes = Vec::with_capacity(table.masters.len());
-                for (_, server) in &table.masters {
-                    lanes.push(plan.forward(
-                        server,
-                        self.proto,
-                        self.id,
-                        &mut self.lanes,
-                        &req.raw,
-                    ));
-                }
+                let lanes = self.forward_to_masters(table, plan, &req.raw);
                 plan.merge(cmd.index, merge, &lanes, &[]);
                 Step::Done
             }
         }
+    }
+
+    /// Queues `frame` for every group's master; the lanes of their replies.
+    /// Rare (DBSIZE, INFO keyspace): a list per request is fine.
+    fn forward_to_masters(&mut self, table: &SlotTable, plan: &mut Plan, frame: &[u8]) -> Vec<u16> {
+        table
+            .masters
+            .iter()
+            .map(|(_, server)| plan.forward(server, self.proto, self.id, &mut self.lanes, frame))
+            .collect()
     }
 
     /// Where a slot's requests go, or the error/stall to answer with.
@@ -1617,8 +1607,8 @@ impl Session {
                     taken +=
                         merge_into(&mut self.wbuf, &m, &p.parts, lanes, &mut self.merge_cursors)
                 }
-                EntryKind::Info { text, resp3, parts } => {
-                    taken += info_into(&mut self.wbuf, &text, resp3, parts, &p.parts, lanes)
+                EntryKind::Info { text, proto, parts } => {
+                    taken += info_into(&mut self.wbuf, &text, proto, span(&p.parts, parts), lanes)
                 }
             }
             let is_err = matches!(self.wbuf.get(start), Some(b'-') | Some(b'!'));
@@ -1765,73 +1755,68 @@ fn merge_into(
     lanes: &mut [VecDeque<Reply>],
     cursors: &mut Vec<ArrayCursor>,
 ) -> usize {
-    let span = |(at, n): (u32, u32)| {
-        parts
-            .get(at as usize..(at as usize).saturating_add(n as usize))
-            .unwrap_or_default()
-    };
-    let (part_lanes, order) = (span(m.parts), span(m.order));
+    let (part_lanes, order) = (span(parts, m.parts), span(parts, m.order));
     merge_replies(out, m.merge, part_lanes, order, lanes, cursors);
+    take_parts(part_lanes, lanes)
+}
+
+/// The lanes at `(at, n)` of a `Pending`'s parts list.
+fn span(parts: &[u16], (at, n): (u32, u32)) -> &[u16] {
+    parts
+        .get(at as usize..(at as usize).saturating_add(n as usize))
+        .unwrap_or_default()
+}
+
+/// Takes the parts' replies off their lanes; the bytes taken.
+fn take_parts(part_lanes: &[u16], lanes: &mut [VecDeque<Reply>]) -> usize {
     part_lanes
         .iter()
         .map(|&lane| take_reply(lanes, lane).map_or(0, |r| r.len()))
         .sum()
 }
 
-/// Writes `INFO`'s reply: `text`, then the keyspace of the `INFO keyspace`
-/// replies on the part lanes added up; the first master that failed to
-/// answer answers for the whole (as for DBSIZE: no count short of a group).
-/// Returns the reply bytes taken.
-fn info_into(
-    out: &mut BytesMut,
-    text: &[u8],
-    resp3: bool,
-    (at, n): (u32, u32),
-    parts: &[u16],
-    lanes: &mut [VecDeque<Reply>],
-) -> usize {
-    let part_lanes = parts
-        .get(at as usize..(at as usize).saturating_add(n as usize))
-        .unwrap_or_default();
-    let mut dbs = std::collections::BTreeMap::new();
-    let mut failed = false;
+/// The first failing part answers for the whole command: writes its error,
+/// if there is one.
+fn first_failure(out: &mut BytesMut, part_lanes: &[u16], lanes: &[VecDeque<Reply>]) -> bool {
     for &lane in part_lanes {
         match peek_reply(lanes, lane) {
             Ok(r) if reply_is_error(r) => {
                 out.extend_from_slice(r);
-                failed = true;
-                break;
+                return true;
             }
-            Ok(r) => {
-                if let Some(body) = reply_text(r) {
-                    local::add_keyspace(&mut dbs, body);
-                }
-            }
+            Ok(_) => {}
             Err(e) => {
                 write_error(out, format!("ERR {e}").as_bytes());
-                failed = true;
-                break;
+                return true;
             }
         }
     }
-    let taken = part_lanes
-        .iter()
-        .map(|&lane| take_reply(lanes, lane).map_or(0, |r| r.len()))
-        .sum();
-    if failed {
-        return taken;
+    false
+}
+
+/// Writes `INFO`'s reply: `text`, then the keyspace of the `INFO keyspace`
+/// replies on `part_lanes` added up; a master that failed to answer answers
+/// for the whole (as for DBSIZE: no count short of a group). Returns the
+/// reply bytes taken.
+fn info_into(
+    out: &mut BytesMut,
+    text: &[u8],
+    proto: Protocol,
+    part_lanes: &[u16],
+    lanes: &mut [VecDeque<Reply>],
+) -> usize {
+    if !first_failure(out, part_lanes, lanes) {
+        let mut dbs = local::Keyspace::new();
+        for r in part_lanes.iter().filter_map(|&l| peek_reply(lanes, l).ok()) {
+            if let Some(body) = reply_text(r) {
+                local::add_keyspace(&mut dbs, body);
+            }
+        }
+        let mut body = BytesMut::from(text);
+        body.extend_from_slice(local::keyspace_text(&dbs).as_bytes());
+        local::text_frame(proto, body.freeze()).encode(proto, out);
     }
-    let mut body = Vec::with_capacity(text.len() + 64);
-    body.extend_from_slice(text);
-    body.extend_from_slice(local::keyspace_text(&dbs).as_bytes());
-    if resp3 {
-        out.extend_from_slice(format!("={}\r\ntxt:", body.len() + 4).as_bytes());
-    } else {
-        out.extend_from_slice(format!("${}\r\n", body.len()).as_bytes());
-    }
-    out.extend_from_slice(&body);
-    out.extend_from_slice(b"\r\n");
-    taken
+    take_parts(part_lanes, lanes)
 }
 
 /// The text of a bulk or verbatim string reply.
@@ -1854,19 +1839,8 @@ fn merge_replies(
     lanes: &[VecDeque<Reply>],
     cursors: &mut Vec<ArrayCursor>,
 ) {
-    // The first failing part answers for the whole command.
-    for &lane in parts {
-        match peek_reply(lanes, lane) {
-            Ok(r) if reply_is_error(r) => {
-                out.extend_from_slice(r);
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                write_error(out, format!("ERR {e}").as_bytes());
-                return;
-            }
-        }
+    if first_failure(out, parts, lanes) {
+        return;
     }
     let replies = parts
         .iter()
