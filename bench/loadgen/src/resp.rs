@@ -80,21 +80,30 @@ fn end_of(buf: &[u8], pos: usize, error: &mut Option<String>) -> Result<Option<u
 
 /// A connection's reading side: a buffer of bytes received, replies taken
 /// from its front.
-pub struct Reader {
-    sock: TcpStream,
+pub struct Reader<S = TcpStream> {
+    sock: S,
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    drained: bool,
 }
 
-impl Reader {
-    pub fn new(sock: TcpStream) -> Reader {
+impl<S: Read> Reader<S> {
+    pub fn new(sock: S) -> Reader<S> {
         Reader {
             sock,
             buf: vec![0; 256 * 1024],
             start: 0,
             end: 0,
+            drained: false,
         }
+    }
+
+    /// The last read found the socket empty (it read less than it had room
+    /// for, or would have blocked): with edge-triggered readiness, nothing
+    /// more to read until the next event.
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 
     /// The next complete reply already received, if any.
@@ -112,6 +121,20 @@ impl Reader {
 
     /// Reads more bytes: `Ok(false)` when the read timed out.
     pub fn fill(&mut self) -> Result<bool> {
+        self.fill_count().map(|n| n > 0)
+    }
+
+    /// Reads more bytes: how many, 0 when the read timed out or would
+    /// block. [`Reader::drained`] tells whether the socket may have more.
+    pub fn fill_count(&mut self) -> Result<usize> {
+        self.fill_via(|sock, buf| sock.read(buf))
+    }
+
+    /// [`Reader::fill_count`] with `read` doing the reading.
+    pub fn fill_via(
+        &mut self,
+        read: impl FnOnce(&mut S, &mut [u8]) -> io::Result<usize>,
+    ) -> Result<usize> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -124,11 +147,12 @@ impl Reader {
             let grow = self.buf.len();
             self.buf.resize(self.buf.len() + grow, 0);
         }
-        match self.sock.read(&mut self.buf[self.end..]) {
+        match read(&mut self.sock, &mut self.buf[self.end..]) {
             Ok(0) => bail!("the server closed the connection"),
             Ok(n) => {
+                self.drained = self.end + n < self.buf.len();
                 self.end += n;
-                Ok(true)
+                Ok(n)
             }
             Err(e)
                 if matches!(
@@ -138,7 +162,8 @@ impl Reader {
                         | io::ErrorKind::Interrupted
                 ) =>
             {
-                Ok(false)
+                self.drained = true;
+                Ok(0)
             }
             Err(e) => Err(e).context("read"),
         }
