@@ -51,6 +51,9 @@ const SCAN_COUNT: usize = 250;
 /// a page of 1,000 costs the source about 0.5 ms, and such a look is one
 /// round trip after another, so larger pages make it end sooner.
 const LOOK_COUNT: usize = 1000;
+/// A look pauses as long as its pages took (round trips included), once
+/// that adds up to this.
+const LOOK_PAUSE: Duration = Duration::from_millis(2);
 /// Bounds of one `MIGRATE` batch: both servers are blocked while it runs,
 /// so a request of a client that arrives meanwhile waits for it. 50 keys
 /// of 100 bytes take about 0.5 ms on the source; larger batches move only a
@@ -1175,7 +1178,8 @@ pub async fn drop_stale_copies(
 /// The big keys (see [`BIG_KEY_BYTES`]) of `slots` on the source: found
 /// before a wave starts, so that they are held from the moment the wave
 /// migrates and copied in chunks, before any proxy could move them with one
-/// blocking `MIGRATE` on access. One `SCAN` of the source.
+/// blocking `MIGRATE` on access. One `SCAN` of the source, at half its time
+/// at most.
 pub async fn find_big_keys(
     servers: &Servers,
     addr: &str,
@@ -1183,6 +1187,7 @@ pub async fn find_big_keys(
 ) -> Result<Vec<Vec<u8>>, AppError> {
     let mut conn = servers.connect_with(addr, REPLY_TIMEOUT).await?;
     let mut big = Vec::new();
+    let mut owed = Duration::ZERO;
     let mut page = scan_page(&mut conn, addr, 0, LOOK_COUNT).await?;
     loop {
         let (next, keys) = page;
@@ -1190,6 +1195,7 @@ pub async fn find_big_keys(
             .into_iter()
             .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
             .collect();
+        let started = Instant::now();
         let (found, following) = big_and_next_page(&conn, addr, &mine, next, LOOK_COUNT).await?;
         page = following;
         big.extend(found);
@@ -1197,6 +1203,16 @@ pub async fn find_big_keys(
             big.sort();
             big.dedup();
             return Ok(big);
+        }
+        // Half the source's time at most: the look moves nothing, and back
+        // to back it was the stretch of a migration clients felt most.
+        // Pauses are owed per page and taken a few milliseconds at a time
+        // (the timer's granularity is one).
+        owed += started.elapsed();
+        if owed >= LOOK_PAUSE {
+            let napping = Instant::now();
+            sleep(owed).await;
+            owed = owed.saturating_sub(napping.elapsed());
         }
     }
 }
