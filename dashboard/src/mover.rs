@@ -46,13 +46,15 @@ use crate::servers::{split_addr, Servers};
 /// Keys per `SCAN` call: small enough that one call never stalls the source
 /// (about 0.25 ms).
 const SCAN_COUNT: usize = 250;
-/// Keys per `SCAN` call of a look that moves nothing (the big keys of a
-/// wave before it starts, the target's keys before a migration starts):
-/// a page of 1,000 costs the source about 0.5 ms, and such a look is one
-/// round trip after another, so larger pages make it end sooner.
+/// Keys per `SCAN` call of the target's look before a migration starts
+/// (it moves nothing, and that server serves none of the moving slots
+/// yet): a page of 1,000 costs about 0.5 ms, and such a look is one round
+/// trip after another, so larger pages make it end sooner. The source's
+/// look for big keys uses pages of [`SCAN_COUNT`]: its clients wait behind
+/// each page.
 const LOOK_COUNT: usize = 1000;
-/// A look pauses as long as its pages took (round trips included), once
-/// that adds up to this.
+/// A look pauses half as long as its pages took (round trips included),
+/// once that adds up to this.
 const LOOK_PAUSE: Duration = Duration::from_millis(2);
 /// Bounds of one `MIGRATE` batch: both servers are blocked while it runs,
 /// so a request of a client that arrives meanwhile waits for it. 50 keys
@@ -1178,8 +1180,8 @@ pub async fn drop_stale_copies(
 /// The big keys (see [`BIG_KEY_BYTES`]) of `slots` on the source: found
 /// before a wave starts, so that they are held from the moment the wave
 /// migrates and copied in chunks, before any proxy could move them with one
-/// blocking `MIGRATE` on access. One `SCAN` of the source, at half its time
-/// at most.
+/// blocking `MIGRATE` on access. One `SCAN` of the source in short pages, at
+/// two thirds of its time at most.
 pub async fn find_big_keys(
     servers: &Servers,
     addr: &str,
@@ -1188,7 +1190,7 @@ pub async fn find_big_keys(
     let mut conn = servers.connect_with(addr, REPLY_TIMEOUT).await?;
     let mut big = Vec::new();
     let mut owed = Duration::ZERO;
-    let mut page = scan_page(&mut conn, addr, 0, LOOK_COUNT).await?;
+    let mut page = scan_page(&mut conn, addr, 0, SCAN_COUNT).await?;
     loop {
         let (next, keys) = page;
         let mine: Vec<Vec<u8>> = keys
@@ -1196,7 +1198,7 @@ pub async fn find_big_keys(
             .filter(|k| slots.get(usize::from(slot_of(k))).copied().unwrap_or(false))
             .collect();
         let started = Instant::now();
-        let (found, following) = big_and_next_page(&conn, addr, &mine, next, LOOK_COUNT).await?;
+        let (found, following) = big_and_next_page(&conn, addr, &mine, next, SCAN_COUNT).await?;
         page = following;
         big.extend(found);
         if next == 0 {
@@ -1204,11 +1206,11 @@ pub async fn find_big_keys(
             big.dedup();
             return Ok(big);
         }
-        // Half the source's time at most: the look moves nothing, and back
-        // to back it was the stretch of a migration clients felt most.
-        // Pauses are owed per page and taken a few milliseconds at a time
-        // (the timer's granularity is one).
-        owed += started.elapsed();
+        // Two thirds of the source's time at most: the look moves nothing,
+        // and back to back it was the stretch of a migration clients felt
+        // most. Pauses are owed per page and taken a few milliseconds at a
+        // time (the timer's granularity is one).
+        owed += started.elapsed() / 2;
         if owed >= LOOK_PAUSE {
             let napping = Instant::now();
             sleep(owed).await;
