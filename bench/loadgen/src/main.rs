@@ -25,13 +25,12 @@ mod stats;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use std::os::fd::AsRawFd;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -430,12 +429,18 @@ fn error_key(msg: &str) -> String {
 // run: open loop at a fixed rate
 // ---------------------------------------------------------------------------
 
-/// Requests sent and not yet answered on one connection (their scheduled
-/// times, in order), shared by its writer and its reader.
-#[derive(Default)]
+/// Requests sent and not yet answered, per connection (their scheduled
+/// times, in order), shared by the writer and the reader.
 struct InFlight {
-    queue: Mutex<VecDeque<u64>>,
+    queues: Vec<Mutex<VecDeque<u64>>>,
+    /// The writer sent its last request.
     writer_done: AtomicBool,
+}
+
+impl InFlight {
+    fn queue(&self, conn: usize) -> std::sync::MutexGuard<'_, VecDeque<u64>> {
+        self.queues[conn].lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// What the per-second lines show (replies by completion time).
@@ -486,7 +491,10 @@ fn run(a: RunArgs) -> Result<()> {
     // due, one reads every reply (mio, edge-triggered). A thread per
     // connection and direction cost the machine under test about half a
     // core at 18k requests/s on two cores, and every reply woke a thread.
-    let inflight: Arc<Vec<InFlight>> = Arc::new((0..conns).map(|_| InFlight::default()).collect());
+    let inflight = Arc::new(InFlight {
+        queues: (0..conns).map(|_| Mutex::default()).collect(),
+        writer_done: AtomicBool::new(false),
+    });
     let mut rsocks = Vec::new();
     for sock in &socks {
         let r = sock.try_clone()?;
@@ -519,9 +527,7 @@ fn run(a: RunArgs) -> Result<()> {
                 &sent,
                 &lag,
             );
-            inflight
-                .iter()
-                .for_each(|f| f.writer_done.store(true, Ordering::Release));
+            inflight.writer_done.store(true, Ordering::Release);
             r
         })
     };
@@ -646,7 +652,7 @@ fn write_loop(
     duration_ns: u64,
     drain: Duration,
     stop: &AtomicBool,
-    inflight: &[InFlight],
+    inflight: &InFlight,
     sent: &AtomicU64,
     max_lag_us: &AtomicU64,
 ) -> Result<()> {
@@ -706,11 +712,7 @@ fn write_loop(
         for j in 0..conns {
             if !due[j].is_empty() {
                 // Queued before the bytes go: the reply cannot come first.
-                inflight[j]
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(due[j].drain(..));
+                inflight.queue(j).extend(due[j].drain(..));
             }
             let buf = &mut out[j];
             let mut off = 0;
@@ -758,7 +760,7 @@ fn unix_ns_now() -> i128 {
 fn read_loop(
     socks: Vec<mio::net::TcpStream>,
     clock: Clock,
-    inflight: &[InFlight],
+    inflight: &InFlight,
     live: &Mutex<Live>,
     drain: Duration,
 ) -> ReaderResult {
@@ -832,7 +834,7 @@ fn read_loop(
                     }
                     None => now,
                 };
-                let mut queue = inflight[j].queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut queue = inflight.queue(j);
                 let failure = loop {
                     let reply = match reader.next_reply() {
                         Ok(Some(r)) => r,
@@ -866,9 +868,8 @@ fn read_loop(
             };
             if let Some(f) = failure {
                 res.failures.push(f);
-                readers[j] = None;
                 // Its requests are left unanswered (counted below).
-                inflight[j].writer_done.store(true, Ordering::Release);
+                readers[j] = None;
             }
         }
         if !batch.is_empty() || batch_errors > 0 {
@@ -877,15 +878,10 @@ fn read_loop(
             l.errors += batch_errors;
             batch_errors = 0;
         }
-        let writer_done = inflight
-            .iter()
-            .all(|f| f.writer_done.load(Ordering::Acquire));
-        if writer_done {
-            let left: usize = readers
-                .iter()
-                .zip(inflight)
-                .filter(|(r, _)| r.is_some())
-                .map(|(_, f)| f.queue.lock().unwrap_or_else(|e| e.into_inner()).len())
+        if inflight.writer_done.load(Ordering::Acquire) {
+            let left: usize = (0..conns)
+                .filter(|&j| readers[j].is_some())
+                .map(|j| inflight.queue(j).len())
                 .sum();
             if left == 0 {
                 break;
@@ -895,10 +891,7 @@ fn read_loop(
             }
         }
     }
-    res.unanswered = inflight
-        .iter()
-        .map(|f| f.queue.lock().unwrap_or_else(|e| e.into_inner()).len())
-        .sum();
+    res.unanswered = (0..conns).map(|j| inflight.queue(j).len()).sum();
     res
 }
 

@@ -121,16 +121,12 @@ impl<S: Read> Reader<S> {
 
     /// Reads more bytes: `Ok(false)` when the read timed out.
     pub fn fill(&mut self) -> Result<bool> {
-        self.fill_count().map(|n| n > 0)
+        self.fill_via(|sock, buf| sock.read(buf)).map(|n| n > 0)
     }
 
-    /// Reads more bytes: how many, 0 when the read timed out or would
-    /// block. [`Reader::drained`] tells whether the socket may have more.
-    pub fn fill_count(&mut self) -> Result<usize> {
-        self.fill_via(|sock, buf| sock.read(buf))
-    }
-
-    /// [`Reader::fill_count`] with `read` doing the reading.
+    /// Reads more bytes with `read`: how many, 0 when the read timed out or
+    /// would block. [`Reader::drained`] tells whether the socket may have
+    /// more.
     pub fn fill_via(
         &mut self,
         read: impl FnOnce(&mut S, &mut [u8]) -> io::Result<usize>,
